@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from singan_common.architecture import SIZE_MULTIPLE
-from singan_common.images import ImageError, list_images, read_image, resize, to_network, from_network, write_image
+from singan_common.images import ImageError, from_network, list_images, read_image, resize, to_network, write_image
 from singan_common.tiling import run_tiled
 
 NetworkFn = Callable[[np.ndarray], np.ndarray]

@@ -16,6 +16,7 @@ from singan_common.config import ModelConfig
 from singan_common.dehazing import collect_inputs, dehaze_files, options_from_args
 from singan_torch.networks import ResnetGenerator
 
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict from .pth (weights_only: a pickle that would run code is refused) or .safetensors."""
     try:

@@ -119,7 +119,8 @@ class ResnetGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def forward_with_features(self, x: torch.Tensor, layers: tuple[int, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_with_features(self, x: torch.Tensor,
+                              layers: tuple[int, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Output and the outputs of `layers` in one pass (CUT computes them in two identical passes)."""
         feats = []
         for i, layer in enumerate(self.model):

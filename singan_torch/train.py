@@ -120,8 +120,8 @@ def train(run_dir: str | Path, hazy: str | Path, clear: str | Path | None, model
         model_cfg, train_cfg = stored.model, dataclasses.replace(stored.train, max_steps=train_cfg.max_steps)
     elif (run_dir / STATE_FILE).exists():
         raise ConfigError(f"{run_dir}: already holds a run; pass --resume {run_dir} or choose another --out")
-    dataset = UnpairedDataset(*resolve_folders(hazy, clear), load_size=train_cfg.load_size, crop_size=train_cfg.crop_size,
-                              flip=train_cfg.flip, seed=train_cfg.seed)
+    dataset = UnpairedDataset(*resolve_folders(hazy, clear), load_size=train_cfg.load_size,
+                              crop_size=train_cfg.crop_size, flip=train_cfg.flip, seed=train_cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     model = SinGANDehazeModel(model_cfg, train_cfg, vgg_weights=vgg_weights, device=device)
     progress = load_train_state(model, run_dir) if resume else Progress()
