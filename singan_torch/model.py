@@ -96,10 +96,16 @@ class SinGANDehazeModel:
         return total / len(q_pool)
 
     def mmd_loss(self, fake: torch.Tensor, real_B: torch.Tensor, draws: StepDraws) -> torch.Tensor:
+        """MMD per (dehazed, clear) pair of the batch, averaged: a batch of B then equals B data-parallel
+        processes with batch 1 (pooling samples across the batch would couple the images)."""
         enc_fake = self.netG.encode(self.highpass(fake))
         enc_real = self.netG.encode(self.highpass(real_B))
-        return self.criterionMMD(sample_positions(enc_fake, self._tensor(draws.mmd_ids_fake)),
-                                 sample_positions(enc_real, self._tensor(draws.mmd_ids_real)))
+        ids_fake, ids_real = self._tensor(draws.mmd_ids_fake), self._tensor(draws.mmd_ids_real)
+        total = enc_fake.new_zeros(())
+        for b in range(enc_fake.shape[0]):
+            total = total + self.criterionMMD(sample_positions(enc_fake[b: b + 1], ids_fake),
+                                              sample_positions(enc_real[b: b + 1], ids_real))
+        return total / enc_fake.shape[0]
 
     def forward(self, real_A: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """G(real_A) and the NCE-layer features of real_A (the keys), from one pass."""
