@@ -12,10 +12,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from singan_common.haze import builtin_benchmark
 
 from singan_common.config import ModelConfig, TrainConfig
 from singan_common.dehazing import DehazeOptions, dehaze_rgb
+from singan_common.haze import builtin_benchmark
 from singan_common.images import write_image
 from singan_torch.dehaze import generator_fn
 from singan_torch.train import train
