@@ -1,0 +1,222 @@
+"""Conversion of SinGAN-Dehaze / CUT networks between PyTorch and MindSpore, verified before anything is written.
+
+`convert(path, direction, ...)` accepts one network file, a run directory (CUT's or ours: `*_net_{G,D,F}`),
+our `train_state.pth` (networks + Adam state + schedule: see convert/optimizer.py), a DataParallel file
+(`module.` keys) or a torchvision vgg16 state_dict, each as .pth/.ckpt or .safetensors. The model config
+travels with the weights as `run_config.json` beside the outputs, so the other framework rebuilds the exact
+network (including BatchNorm momentum, converted 1 - m inside singan_ms).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from convert import detect, rules
+from convert.formats import ConvertError, format_of, read_tensors, write_tensors
+from convert.verify import Verification, verify_network
+from singan_common.config import CONFIG_FILE, ModelConfig, RunConfig
+
+DIRECTIONS = ("torch2ms", "ms2torch")
+NET_FILE = re.compile(r"^(?P<label>.+)_net_(?P<net>[GDF])\.(?P<ext>pth|pt|ckpt|safetensors)$")
+EXTRA_SUFFIX = ".extra.json"  # BatchNorm counters MindSpore has no slot for, kept for the way back
+
+
+@dataclass
+class NetInput:
+    network: str
+    path: Path
+    tensors: dict[str, np.ndarray]  # names as in the file (source framework), `module.` stripped
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    outputs: list[Path]
+    verifications: list[Verification]
+
+
+def out_suffix(direction: str, fmt: str | None) -> str:
+    if fmt is None:
+        fmt = "ckpt" if direction == "torch2ms" else "pth"
+    return {"ckpt": ".ckpt", "pth": ".pth", "safetensors": ".safetensors"}[fmt]
+
+
+def read_net(path: Path, direction: str) -> NetInput:
+    raw, _ = read_tensors(path)
+    raw = detect.strip_module_prefix(raw)
+    found = detect.detect(raw, str(path))
+    source = "torch" if direction == "torch2ms" else "ms"
+    if found.naming not in (source, "either"):
+        other = "ms2torch" if direction == "torch2ms" else "torch2ms"
+        raise ConvertError(f"{path}: holds {found.naming} parameter names; use {other} for it")
+    counters = {}
+    extra = path.with_name(path.name + EXTRA_SUFFIX)
+    if direction == "ms2torch" and extra.is_file():
+        counters = {k: int(v) for k, v in json.loads(extra.read_text()).get("num_batches_tracked", {}).items()}
+    return NetInput(found.network, path, raw, counters)
+
+
+def find_run_files(run_dir: Path) -> dict[str, Path]:
+    """latest_net_{G,D,F} (any supported suffix), else the highest epoch's set."""
+    sets: dict[str, dict[str, Path]] = {}
+    for p in sorted(run_dir.iterdir()):
+        m = NET_FILE.match(p.name)
+        if m:
+            sets.setdefault(m["label"], {})[m["net"]] = p
+    if not sets:
+        raise ConvertError(f"{run_dir}: no *_net_G/D/F checkpoint files in this folder")
+    if "latest" in sets:
+        return sets["latest"]
+    epochs = [k for k in sets if k.isdigit()]
+    if not epochs:
+        raise ConvertError(f"{run_dir}: no latest_net_* or <epoch>_net_* files")
+    return sets[max(epochs, key=int)]
+
+
+def run_config(inputs: list[NetInput], config_file: Path | None, near: Path) -> RunConfig:
+    """An explicit --config, else run_config.json beside the input, else the model inferred from the shapes."""
+    for candidate in (config_file, near / CONFIG_FILE):
+        if candidate is not None and candidate.is_file():
+            return RunConfig.load(candidate)
+    if config_file is not None:
+        raise ConvertError(f"{config_file}: config file not found")
+    return RunConfig(model=detect.infer_config({n.network: detect.to_torch_names(n.tensors) for n in inputs
+                                                if n.network != "vgg16"}, str(near)))
+
+
+def build_torch(network: str, cfg: ModelConfig):
+    from singan_torch import networks
+
+    if network == "vgg16":
+        return networks.VGG16Features()
+    return {"G": networks.ResnetGenerator, "D": networks.NLayerDiscriminator, "F": networks.PatchSampleF}[network](cfg)
+
+
+def build_ms(network: str, cfg: ModelConfig):
+    from singan_ms import networks
+
+    if network == "vgg16":
+        return networks.VGG16Features()
+    return {"G": networks.ResnetGenerator, "D": networks.NLayerDiscriminator, "F": networks.PatchSampleF}[network](cfg)
+
+
+def convert_net(net: NetInput, direction: str, cfg: ModelConfig, verify: bool) -> tuple[dict, Verification | None]:
+    """Target-named tensors for one network, after loading both sides (and verifying them when asked)."""
+    import torch
+    from mindspore import Tensor
+
+    from singan_ms.networks import load_into, to_numpy_state
+
+    t_net, m_net = build_torch(net.network, cfg), build_ms(net.network, cfg)
+    # torchvision's full vgg16 holds the classifier and features past relu3_3: expected, not converted.
+    t_keys = t_net.state_dict()
+    ignorable = tuple(k for k in net.tensors if k not in t_keys) if net.network == "vgg16" else ()
+    if direction == "torch2ms":
+        out = rules.apply_rules(rules.ms_rules(m_net), net.tensors, to_numpy_state(m_net), {}, str(net.path),
+                                ignorable)
+        t_net.load_state_dict({k: torch.from_numpy(v) for k, v in net.tensors.items() if k not in ignorable},
+                              strict=True)
+        params = dict(m_net.parameters_and_names())
+        for k, v in out.items():
+            params[k].set_data(Tensor(v))
+    else:
+        built = {k: v.numpy() for k, v in t_keys.items()}
+        out = rules.apply_rules(rules.torch_rules(t_net), net.tensors, built, net.counters, str(net.path), ignorable)
+        t_net.load_state_dict({k: torch.from_numpy(v) for k, v in out.items()}, strict=True)
+        load_into(m_net, {k: v for k, v in net.tensors.items() if k not in ignorable}, net.path)
+    verification = verify_network(net.network, cfg, t_net.eval(), m_net) if verify else None
+    return out, verification
+
+
+def gather_inputs(path: Path, direction: str) -> tuple[list[NetInput], Path | None]:
+    """The networks to convert, and a training-state file if the input is or holds one."""
+    if path.is_dir():
+        files = find_run_files(path)
+        state = next((p for p in (path / "train_state.pth", path / "train_state.ckpt") if p.is_file()), None)
+        return [read_net(files[k], direction) for k in ("G", "D", "F") if k in files], state
+    if not path.exists():
+        raise ConvertError(f"{path}: no such file or directory")
+    if path.name.startswith("train_state"):
+        return [], path
+    return [read_net(path, direction)], None
+
+
+def default_output(path: Path, direction: str) -> Path:
+    tag = "ms" if direction == "torch2ms" else "torch"
+    return path.with_name(f"{path.name}_{tag}") if path.is_dir() else path.parent
+
+
+def convert(path: str | Path, direction: str, out: str | Path | None = None, fmt: str | None = None,
+            verify: bool = True, force: bool = False, config: str | Path | None = None, variant: str = "auto",
+            report=print) -> Result:
+    """Convert `path`; nothing is written unless every network converts (and verifies, when asked)."""
+    if direction not in DIRECTIONS:
+        raise ConvertError(f"unknown direction {direction!r}; choose torch2ms or ms2torch")
+    path = Path(path)
+    from singan_ms.device import setup
+
+    setup("CPU", mode="pynative")  # verification calls single cells, which graph mode cannot
+    inputs, state_file = gather_inputs(path, direction)
+    out_dir = Path(out) if out is not None else default_output(path, direction)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConvertError(f"{out_dir}: -o must be a folder")
+    near = path if path.is_dir() else path.parent
+    run_cfg = run_config(inputs, Path(config) if config else None, near)
+    cfg = run_cfg.model
+    if variant != "auto" and variant != cfg.variant:
+        raise ConvertError(f"{path}: --variant {variant} given, but the weights are the {cfg.variant} variant")
+    suffix = out_suffix(direction, fmt)
+    planned: list[tuple[Path, dict[str, np.ndarray], dict[str, int]]] = []
+    verifications = []
+    for net in inputs:
+        tensors, verification = convert_net(net, direction, cfg, verify)
+        if verification is not None:
+            verifications.append(verification)
+            report(verification.summary())
+            if not verification.passed:
+                raise ConvertError(f"{net.path}: verification failed, nothing written ({verification.summary()})")
+        stem = net.path.name[: -len(net.path.suffix)]
+        counters = rules.counters_of(net.tensors) if direction == "torch2ms" else {}
+        planned.append((out_dir / f"{stem}{suffix}", tensors, counters))
+    if state_file is not None:
+        from convert.optimizer import convert_train_state
+
+        planned_state = convert_train_state(state_file, direction, cfg, out_dir, suffix, verify, report)
+    else:
+        planned_state = None
+    outputs = write_outputs(planned, out_dir, run_cfg, suffix, force)
+    if planned_state is not None:
+        outputs += planned_state(force)
+    return Result(outputs, verifications)
+
+
+def write_outputs(planned, out_dir: Path, run_cfg: RunConfig, suffix: str, force: bool) -> list[Path]:
+    """Check every target first, then write each atomically: a refusal leaves no file behind."""
+    from singan_common.fsutil import atomic_write_text
+
+    cfg_path = out_dir / CONFIG_FILE
+    if not force:
+        for target, _, _ in planned:
+            if target.exists():
+                raise ConvertError(f"{target}: exists; pass --force to overwrite")
+        if cfg_path.is_file() and RunConfig.load(cfg_path).model != run_cfg.model:
+            raise ConvertError(f"{cfg_path}: holds a different model config; pass --force to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fmt = format_of(Path("x" + suffix))
+    meta = {"format": "pt" if fmt == "pth" else "ms", "singan_run_config": json.dumps(run_cfg.to_dict())}
+    written = []
+    for target, tensors, counters in planned:
+        write_tensors(target, tensors, fmt, meta if fmt == "safetensors" else None, force=True)
+        written.append(target)
+        if counters:
+            extra = target.with_name(target.name + EXTRA_SUFFIX)
+            atomic_write_text(extra, json.dumps({"num_batches_tracked": counters}, indent=2) + "\n")
+            written.append(extra)
+    run_cfg.save(cfg_path)
+    written.append(cfg_path)
+    return written
