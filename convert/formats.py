@@ -109,17 +109,24 @@ def write_tensors(path: Path, tensors: dict[str, np.ndarray], fmt: str, metadata
         import torch
 
         with atomic_path(path) as tmp:
-            torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, tmp)
+            torch.save({k: torch.from_numpy(contiguous(v)) for k, v in tensors.items()}, tmp)
     elif fmt == "safetensors":
         from safetensors.numpy import save_file
 
         with atomic_path(path) as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
+            save_file({k: contiguous(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
     elif fmt == "ckpt":
         import mindspore as ms
 
         with atomic_path(path) as tmp:
-            ms.save_checkpoint([{"name": k, "data": ms.Tensor(np.ascontiguousarray(v))} for k, v in tensors.items()],
+            ms.save_checkpoint([{"name": k, "data": ms.Tensor(contiguous(v))} for k, v in tensors.items()],
                                str(tmp))
     else:
         raise ConvertError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def contiguous(v: np.ndarray) -> np.ndarray:
+    """C-contiguous without promoting 0-d arrays to 1-d (np.ascontiguousarray does, which would change a
+    scalar such as num_batches_tracked from shape () to (1,))."""
+    v = np.asarray(v)
+    return v if v.flags.c_contiguous else v.copy(order="C")

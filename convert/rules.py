@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convert.formats import ConvertError
+from convert.formats import ConvertError, contiguous
 
 NORM_RENAME = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 COUNTER = "num_batches_tracked"
@@ -107,7 +107,7 @@ def apply_rules(rules: list[Rule], source: dict[str, np.ndarray], built: dict[st
                 filt_errors.append(rule.source)
             out[rule.target] = want
             continue
-        out[rule.target] = np.ascontiguousarray(value).astype(want.dtype, copy=False)
+        out[rule.target] = contiguous(np.asarray(value).astype(want.dtype, copy=False))
     unexpected = [k for k in source if k not in used and not k.endswith(COUNTER) and k not in ignorable]
     problems = []
     if missing:
