@@ -71,7 +71,8 @@ class PerceptualLoss(nn.Module):
 
 def sample_positions(feat: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B * len(ids), C): feature vectors at flattened spatial positions `ids`."""
-    return feat.permute(0, 2, 3, 1).flatten(1, 2)[:, ids, :].flatten(0, 1)
+    # Index before permuting so the gradient is contiguous (see networks.PatchSampleF.forward).
+    return feat.flatten(2)[:, :, ids].permute(0, 2, 1).flatten(0, 1)
 
 
 def gaussian_kernel_sum(source: torch.Tensor, target: torch.Tensor, kernel_mul: float,

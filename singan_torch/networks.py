@@ -179,8 +179,10 @@ class PatchSampleF(nn.Module):
         """Sample the same positions from every image of the batch: (B * P, netF_nc) per layer."""
         out = []
         for i, (feat, ids) in enumerate(zip(feats, patch_ids, strict=True)):
-            flat = feat.permute(0, 2, 3, 1).flatten(1, 2)
-            sample = flat[:, ids, :].flatten(0, 1)
+            # Index the contiguous (B, C, H*W) view, then permute: identical values, but the gradient reaching
+            # the feature map is contiguous. A channels-last-strided gradient (permute first) makes torch 2.14's
+            # CPU InstanceNorm2d backward wrong for batch size 1 (tests/test_ms_losses.py pins it).
+            sample = feat.flatten(2)[:, :, ids].permute(0, 2, 1).flatten(0, 1)
             out.append(self.l2norm(getattr(self, f"mlp_{i}")(sample)))
         return out
 

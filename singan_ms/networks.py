@@ -1,0 +1,456 @@
+"""SinGAN-Dehaze networks in MindSpore: CUT's ResnetGenerator, NLayerDiscriminator, PatchSampleF, plus the
+VGG16 feature extractor and the Gaussian high-pass filter used by the losses.
+
+Mirrors singan_torch/networks.py class by class, built from the same singan_common.architecture plan, so
+parameter names are PyTorch's (`model.1.weight`, `mlp_0.0.weight`, `features.0.weight`) except MindSpore's
+BatchNorm names (gamma / beta / moving_mean / moving_variance). Every layer computes the same function as its
+torch counterpart; docs/porting.md ("singan_ms layer by layer") lists each difference handled and its test.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, mint, nn, ops
+
+from singan_common import architecture as arch
+from singan_common.config import ModelConfig
+from singan_common.filters import binomial_filter, gaussian_kernel1d
+from singan_common.rng import ParamSpec, init_tensors
+
+
+def fixed_filter(value: np.ndarray, name: str) -> Parameter:
+    """A non-trainable Parameter: part of the state (so CUT's `...filt` keys line up), never optimised."""
+    return Parameter(Tensor(np.ascontiguousarray(value, np.float32)), name=name, requires_grad=False)
+
+
+class Downsample(nn.Cell):
+    """CUT's anti-aliased downsampling: reflect pad 1, fixed 3x3 binomial blur, stride 2 (depthwise)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        # Kept as a Parameter named `filt` (requires_grad False) like CUT's persistent buffer, so converted CUT
+        # checkpoints load with every key accounted for; the value is rebuilt here, never trusted from a file.
+        self.filt = fixed_filter(np.tile(binomial_filter(3)[None, None], (channels, 1, 1, 1)), "filt")
+        self.pad = nn.ReflectionPad2d(1)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return ops.conv2d(self.pad(x), self.filt, stride=2, groups=self.channels)
+
+
+class Upsample(nn.Cell):
+    """CUT's anti-aliased upsampling: replicate pad 1, depthwise transposed 4x4 binomial blur, stride 2, crop."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.filt = fixed_filter(np.tile(binomial_filter(4)[None, None] * 4.0, (channels, 1, 1, 1)), "filt")
+        self.pad = nn.ReplicationPad2d(1)
+        # The primitive, not nn.Conv2dTranspose, so the only state is `filt` (no extra `weight` key).
+        self.conv_t = ops.Conv2DTranspose(out_channel=channels, kernel_size=4, mode=1, pad_mode="pad", pad=2,
+                                          stride=2, group=channels)
+
+    def construct(self, x: Tensor) -> Tensor:
+        x = self.pad(x)
+        n, _, h, w = x.shape
+        # torch's conv_transpose2d size for k4 s2 p2: (h - 1) * 2 - 4 + 4 = 2h - 2
+        out = self.conv_t(x, self.filt, (n, self.channels, 2 * h - 2, 2 * w - 2))
+        return out[:, :, 1:-1, 1:-1]
+
+
+class InstanceNorm2d(nn.Cell):
+    """torch.nn.InstanceNorm2d(affine=False, track_running_stats=False), eps 1e-5.
+
+    nn.InstanceNorm2d is unsupported on CPU. GroupNorm with one group per channel is the same normalisation
+    (per sample, per channel, biased variance) and has no parameters, so the state dict stays torch's.
+    Measured alternatives: the BatchNorm-on-(1, N*C, H, W) reshape is exact only as an nn.BatchNorm2d cell
+    (the functional / primitive form gives wrong input gradients when its running stats are not Parameters:
+    max error 1.2 against torch) and the cell adds four parameters per norm layer and fixes N; a hand-written
+    mean/var is 2x slower than group_norm (docs/porting.md)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features, self.eps = num_features, eps
+
+    def construct(self, x: Tensor) -> Tensor:
+        return mint.nn.functional.group_norm(x, self.num_features, eps=self.eps)
+
+
+class Identity(nn.Cell):
+    def construct(self, x: Tensor) -> Tensor:
+        return x
+
+
+class Tanh(nn.Cell):
+    """Accurate tanh: MindSpore's CPU tanh errs up to 1e-4 for |x| in [4, 6) and can exceed 1.
+
+    tanh(|x|) = -m / (2 + m) with m = expm1(-2|x|) keeps full float32 precision (1.5e-7 against torch); the
+    backward is torch's, 1 - y^2, so gradients match too."""
+
+    def construct(self, x: Tensor) -> Tensor:
+        m = ops.expm1(-2.0 * ops.abs(x))
+        return ops.sign(x) * (-m / (2.0 + m))
+
+    def bprop(self, x: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor]:
+        return (dout * (1.0 - out * out),)
+
+
+def make_norm(cfg: ModelConfig, channels: int) -> nn.Cell:
+    if cfg.norm == "instance":
+        return InstanceNorm2d(channels)
+    if cfg.norm == "batch":
+        # MindSpore's momentum weighs the running value: 1 - torch's.
+        return nn.BatchNorm2d(channels, momentum=1.0 - cfg.bn_momentum, eps=1e-5, affine=True)
+    return Identity()
+
+
+def conv2d(in_channels: int, out_channels: int, kernel: int, stride: int = 1, padding: int = 0,
+           bias: bool = True) -> nn.Conv2d:
+    """torch.nn.Conv2d semantics: explicit zero padding (MindSpore's default 'same' differs) and bias."""
+    return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, pad_mode="pad", padding=padding,
+                     has_bias=bias)
+
+
+class ResnetBlock(nn.Cell):
+    """pad-conv-norm-relu-pad-conv-norm with a skip connection; `conv_block.N` indices as CUT."""
+
+    def __init__(self, cfg: ModelConfig, dim: int, bias: bool) -> None:
+        super().__init__()
+        self.conv_block = nn.SequentialCell(
+            nn.ReflectionPad2d(1), conv2d(dim, dim, 3, bias=bias), make_norm(cfg, dim), nn.ReLU(),
+            nn.ReflectionPad2d(1), conv2d(dim, dim, 3, bias=bias), make_norm(cfg, dim))
+
+    def construct(self, x: Tensor) -> Tensor:
+        return x + self.conv_block(x)
+
+
+def build_layer(cfg: ModelConfig, layer: arch.Layer, in_channels: int) -> nn.Cell:
+    """One plan entry as a MindSpore cell (the same function as singan_torch's module for that entry)."""
+    k = layer.kind
+    if k == "reflect_pad":
+        return nn.ReflectionPad2d(layer.pad)
+    if k == "conv":
+        return conv2d(in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding, layer.bias)
+    if k == "conv_transpose":
+        # torch's output_padding=1 adds one row/column at the bottom/right; MindSpore has no true
+        # output_padding, but padding (top 1, bottom 0, left 1, right 0) yields exactly torch's output.
+        return nn.Conv2dTranspose(in_channels, layer.out_channels, layer.kernel, stride=layer.stride,
+                                  pad_mode="pad", padding=(layer.padding, layer.padding - 1, layer.padding,
+                                                           layer.padding - 1), has_bias=layer.bias)
+    if k == "norm":
+        return make_norm(cfg, layer.out_channels)
+    if k == "relu":
+        return nn.ReLU()
+    if k == "lrelu":
+        return nn.LeakyReLU(0.2)
+    if k == "downsample":
+        return Downsample(layer.out_channels)
+    if k == "upsample":
+        return Upsample(layer.out_channels)
+    if k == "resblock":
+        return ResnetBlock(cfg, layer.out_channels, layer.bias)
+    if k == "tanh":
+        return Tanh()
+    raise ValueError(f"unknown layer kind {k!r}")
+
+
+def build_sequence(cfg: ModelConfig, plan: list[arch.Layer], in_channels: int) -> nn.SequentialCell:
+    layers, c = [], in_channels
+    for layer in plan:
+        layers.append(build_layer(cfg, layer, c))
+        c = layer.out_channels
+    return nn.SequentialCell(layers)
+
+
+class ResnetGenerator(nn.Cell):
+    """CUT's ResnetGenerator (resnet_9blocks by default), both variants, with feature taps for PatchNCE/MMD."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = build_sequence(cfg, arch.generator_plan(cfg), cfg.input_nc)
+        self.n_layers = len(self.model)
+        self.encoder_end = cfg.encoder_end()
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def forward_with_features(self, x: Tensor, layers: tuple[int, ...]) -> tuple[Tensor, list[Tensor]]:
+        """Output and the outputs of `layers` in one pass (CUT computes them in two identical passes)."""
+        feats = []
+        for i in range(self.n_layers):
+            x = self.model[i](x)
+            if i in layers:
+                feats.append(x)
+        return x, feats
+
+    def encode_features(self, x: Tensor, layers: tuple[int, ...]) -> list[Tensor]:
+        """Outputs of `layers`, stopping after the last one (CUT's encode_only)."""
+        feats = []
+        for i in range(max(layers) + 1):
+            x = self.model[i](x)
+            if i in layers:
+                feats.append(x)
+        return feats
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The encoder (layers before the first upsampling): g(.) of the MMD style loss."""
+        for i in range(self.encoder_end):
+            x = self.model[i](x)
+        return x
+
+
+class NLayerDiscriminator(nn.Cell):
+    """CUT's PatchGAN discriminator; antialiased like the generator in the antialias variant (as CUT)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = build_sequence(cfg, arch.discriminator_plan(cfg), cfg.output_nc)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+class Normalize(nn.Cell):
+    """CUT's L2 normalisation: x / (||x||_2 + 1e-7) over dim 1."""
+
+    def construct(self, x: Tensor) -> Tensor:
+        norm = ops.pow(ops.pow(x, 2).sum(1, keepdims=True), 0.5)
+        return x / (norm + 1e-7)
+
+
+class PatchSampleF(nn.Cell):
+    """CUT's PatchSampleF (mlp_sample) with its MLPs built eagerly from the generator config."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.l2norm = Normalize()
+        self.num_mlps = len(cfg.nce_layers)
+        mlps = []
+        for i, c in enumerate(arch.nce_channels(cfg)):
+            mlp = nn.SequentialCell(nn.Dense(c, cfg.netF_nc), nn.ReLU(), nn.Dense(cfg.netF_nc, cfg.netF_nc))
+            setattr(self, f"mlp_{i}", mlp)
+            mlps.append(mlp)
+        # Graph mode cannot getattr by a computed name; a CellList would rename the parameters, so keep a plain
+        # tuple of the already-registered cells (it adds no names).
+        self._mlps = tuple(mlps)
+
+    def construct(self, feats: list[Tensor], patch_ids: list[Tensor]) -> list[Tensor]:
+        """Sample the same positions from every image of the batch: (B * P, netF_nc) per layer."""
+        out = []
+        for i in range(self.num_mlps):
+            feat = feats[i]
+            b, c, h, w = feat.shape
+            sample = ops.gather(feat.reshape(b, c, h * w), patch_ids[i], 2).transpose(0, 2, 1).reshape(-1, c)
+            out.append(self.l2norm(self._mlps[i](sample)))
+        return out
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class VGG16Features(nn.Cell):
+    """torchvision's vgg16 `features` up to relu3_3 (index 15), names `features.N.*` as torchvision's.
+
+    Takes images in [-1, 1] and applies ImageNet normalisation itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Cell] = []
+        c = 3
+        for v in arch.VGG16_PLAN:
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [conv2d(c, int(v), 3, padding=1), nn.ReLU()]
+                c = int(v)
+        self.features = nn.SequentialCell(layers)
+        # Constants, not Parameters: torch registers them non-persistent, so they are in no state dict.
+        self.mean = Tensor(np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1))
+        self.std = Tensor(np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1))
+
+    def construct(self, x: Tensor, layers: tuple[int, ...]) -> list[Tensor]:
+        x = ((x + 1.0) * 0.5 - self.mean) / self.std
+        feats = []
+        for i in range(max(layers) + 1):
+            x = self.features[i](x)
+            if i in layers:
+                feats.append(x)
+        return feats
+
+
+class GaussianHighPass(nn.Cell):
+    """x - GaussianBlur(x): depthwise separable Gaussian with reflect padding (high-frequency 'style')."""
+
+    def __init__(self, channels: int, kernel_size: int, sigma: float) -> None:
+        super().__init__()
+        self.channels, self.pad_size = channels, kernel_size // 2
+        k = gaussian_kernel1d(kernel_size, sigma)
+        self.kernel_h = Tensor(np.tile(k.reshape(1, 1, 1, -1), (channels, 1, 1, 1)))
+        self.kernel_v = Tensor(np.tile(k.reshape(1, 1, -1, 1), (channels, 1, 1, 1)))
+        self.pad = nn.ReflectionPad2d(self.pad_size)
+
+    def construct(self, x: Tensor) -> Tensor:
+        blur = ops.conv2d(self.pad(x), self.kernel_h, groups=self.channels)
+        blur = ops.conv2d(blur, self.kernel_v, groups=self.channels)
+        return x - blur
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Initialisation from the numpy randomness plan
+# -------------------------------------------------------------------------------------------------------------
+
+# MindSpore's BatchNorm names -> PyTorch's (the randomness plan and the converter speak PyTorch's).
+NORM_TO_TORCH = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
+                 "moving_variance": "running_var"}
+
+
+def torch_name(ms_name: str) -> str:
+    """The PyTorch key of a MindSpore parameter name (differs only for BatchNorm)."""
+    head, _, leaf = ms_name.rpartition(".")
+    leaf = NORM_TO_TORCH.get(leaf, leaf)
+    return f"{head}.{leaf}" if head else leaf
+
+
+def param_specs(net: nn.Cell) -> list[ParamSpec]:
+    """Every learnable parameter of `net` with its initialisation kind, walked by layer type, named as PyTorch."""
+    specs = []
+    for cell_name, cell in net.cells_and_names():
+        prefix = f"{cell_name}." if cell_name else ""
+        if isinstance(cell, nn.Conv2dTranspose):
+            kind = "conv_transpose"
+        elif isinstance(cell, nn.Conv2d):
+            kind = "conv"
+        elif isinstance(cell, nn.Dense):
+            kind = "linear"
+        elif isinstance(cell, nn.BatchNorm2d):
+            specs += [ParamSpec(prefix + "weight", "norm_weight", tuple(cell.gamma.shape)),
+                      ParamSpec(prefix + "bias", "norm_bias", tuple(cell.beta.shape))]
+            continue
+        else:
+            continue
+        specs.append(ParamSpec(prefix + "weight", kind, tuple(cell.weight.shape)))
+        if cell.has_bias:
+            specs.append(ParamSpec(prefix + "bias", "bias", tuple(cell.bias.shape)))
+    return specs
+
+
+def init_weights(net: nn.Cell, seed: int, net_name: str, gain: float) -> None:
+    """Overwrite every learnable tensor of `net` with singan_common's numpy draws (same seed, same weights
+    as singan_torch, bit for bit)."""
+    values = init_tensors(seed, net_name, param_specs(net), gain)
+    params = {torch_name(name): p for name, p in net.parameters_and_names()}
+    for name, value in values.items():
+        params[name].set_data(Tensor(value))
+
+
+def define_G(cfg: ModelConfig, seed: int) -> ResnetGenerator:
+    net = ResnetGenerator(cfg)
+    init_weights(net, seed, "G", cfg.init_gain)
+    return net
+
+
+def define_D(cfg: ModelConfig, seed: int) -> NLayerDiscriminator:
+    net = NLayerDiscriminator(cfg)
+    init_weights(net, seed, "D", cfg.init_gain)
+    return net
+
+
+def define_F(cfg: ModelConfig, seed: int) -> PatchSampleF:
+    net = PatchSampleF(cfg)
+    init_weights(net, seed, "F", cfg.init_gain)
+    return net
+
+
+def define_vgg(seed: int, weights: str | Path | None = None) -> VGG16Features:
+    """VGG16 features, frozen. Pretrained weights come from a torchvision vgg16 state_dict saved as
+    .safetensors or a MindSpore .ckpt (singan_ms cannot read .pth: that would need torch); without one the
+    network is random (seeded) and a warning says that the perceptual loss is then meaningless."""
+    net = VGG16Features()
+    if weights is None:
+        warnings.warn("no --vgg-weights given: the perceptual loss runs on RANDOM VGG16 weights (seeded). "
+                      "Pass torchvision's vgg16 ImageNet weights (.safetensors) for a meaningful perceptual loss.",
+                      stacklevel=2)
+        init_weights(net, seed, "vgg16", math.sqrt(2.0))
+    else:
+        load_into(net, load_vgg_state(weights), Path(weights))
+    net.set_train(False)
+    for p in net.get_parameters():
+        p.requires_grad = False
+    return net
+
+
+class WeightsError(ValueError):
+    """A weights file that does not hold what it should; the message names the file."""
+
+
+def read_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """name -> float32 array from a .safetensors or MindSpore .ckpt file (names as stored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            state = load_file(str(path))
+        elif path.suffix == ".ckpt":
+            state = {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()}
+        else:
+            raise WeightsError(f"{path}: singan_ms reads .ckpt or .safetensors (convert .pth files first)")
+    except WeightsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is the file's fault; say which file
+        raise WeightsError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
+    return {k.removeprefix("module."): np.asarray(v) for k, v in state.items()}
+
+
+def load_vgg_state(path: str | Path) -> dict[str, np.ndarray]:
+    """The `features.N` tensors up to relu3_3 from a torchvision vgg16 state_dict file."""
+    state = read_weights(path)
+    wanted = {name: tuple(p.shape) for name, p in VGG16Features().parameters_and_names()}
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        raise WeightsError(f"{path}: not a torchvision vgg16 state_dict; missing {', '.join(missing[:4])}")
+    bad = [k for k in wanted if tuple(state[k].shape) != wanted[k]]
+    if bad:
+        raise WeightsError(f"{path}: shape mismatch for {', '.join(bad[:4])} (not vgg16?)")
+    return {k: state[k].astype(np.float32) for k in wanted}
+
+
+def load_into(net: nn.Cell, state: dict[str, np.ndarray], source: str | Path, strict: bool = True) -> None:
+    """Copy `state` (MindSpore or PyTorch names) into `net`; with strict, every parameter must be given and
+    nothing else. `filt` blur filters are rebuilt, not loaded: a value that differs from CUT's is an error."""
+    params = dict(net.parameters_and_names())
+    by_torch = {torch_name(k): k for k in params}
+    state = {by_torch.get(k, k): v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    missing = [k for k in params if k not in state]
+    unexpected = [k for k in state if k not in params]
+    if strict and (missing or unexpected):
+        raise WeightsError(f"{source}: weights do not fit the network: missing {missing[:4]}, "
+                           f"unexpected {unexpected[:4]}")
+    for name, value in state.items():
+        if name not in params:
+            continue
+        p = params[name]
+        if tuple(value.shape) != tuple(p.shape):
+            raise WeightsError(f"{source}: {name} has shape {tuple(value.shape)}, the network needs "
+                               f"{tuple(p.shape)}")
+        if name.endswith("filt"):
+            if not np.allclose(value, p.asnumpy(), atol=1e-6):
+                raise WeightsError(f"{source}: {name} is not CUT's binomial blur filter")
+            continue
+        p.set_data(Tensor(np.ascontiguousarray(value, np.float32)))
+
+
+def to_numpy_state(net: nn.Cell) -> dict[str, np.ndarray]:
+    """MindSpore name -> array (a copy: asnumpy() may share the parameter's memory) for every parameter."""
+    return {k: p.asnumpy().copy() for k, p in net.parameters_and_names()}
