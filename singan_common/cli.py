@@ -46,7 +46,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--load-size", type=int, default=d.load_size)
     g.add_argument("--crop-size", type=int, default=d.crop_size)
     g.add_argument("--no-flip", action="store_true")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="images per process; a data-parallel run's global batch is this x the number of processes")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--save-epoch-freq", type=int, default=d.save_epoch_freq)
     g.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many iterations (0: none)")

@@ -128,3 +128,18 @@ def step_draws(seed: int, step: int, batch_size: int, nce_positions: list[int], 
     mmd_fake = generator(seed, MMD_IDS, step, 0).choice(enc_positions, size=n_mmd, replace=False).astype(np.int64)
     mmd_real = generator(seed, MMD_IDS, step, 1).choice(enc_positions, size=n_mmd, replace=False).astype(np.int64)
     return StepDraws(patch_ids=patch_ids, neg_noise=noise, mmd_ids_fake=mmd_fake, mmd_ids_real=mmd_real)
+
+
+def shard_step_draws(draws: StepDraws, rank: int, world_size: int) -> StepDraws:
+    """Rank `rank`'s part of the draws made for a data-parallel step's GLOBAL batch.
+
+    Patch ids and MMD positions are shared by every image, so every rank keeps them whole; the negative noise
+    has a batch dimension. singan_common.data shards by striding (rank r holds items r, r + W, ...), so local
+    image j of rank r is image j * W + r of the batch one process would draw with the global batch size, and
+    its noise is row j * W + r: then W processes with batch b compute what one process with batch W * b does.
+    """
+    if world_size == 1:
+        return draws
+    noise = [None if n is None else np.ascontiguousarray(n[rank::world_size]) for n in draws.neg_noise]
+    return StepDraws(patch_ids=draws.patch_ids, neg_noise=noise, mmd_ids_fake=draws.mmd_ids_fake,
+                     mmd_ids_real=draws.mmd_ids_real)

@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory for checkpoints and the loss log")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
     t.add_argument("--vgg-weights", metavar="FILE", help="torchvision vgg16 state_dict (.pth or .safetensors)")
-    t.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 (default cpu)")
+    t.add_argument("--device", default="cpu",
+                   help="torch device: cpu, cuda, cuda:1 (default cpu); under torchrun cuda means cuda:LOCAL_RANK")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     cli.add_model_args(t)
     cli.add_train_args(t)
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from singan_torch import distributed
     from singan_torch.train import train
 
     if a.resume:
@@ -47,11 +49,14 @@ def cmd_train(a: argparse.Namespace) -> int:
         if not (a.hazy and a.out):
             raise ValueError("train needs --hazy and --out (or --resume RUN_DIR)")
         run_dir = Path(a.out)
-    with warnings.catch_warnings():
+    # Under torchrun this joins the process group and trains this rank's shard (docs/distributed.md).
+    with distributed.process_group(a.device) as device, warnings.catch_warnings():
         warnings.simplefilter("always")
         train(run_dir, a.hazy, a.clear, cli.model_config_from_args(a), cli.train_config_from_args(a),
-              vgg_weights=a.vgg_weights, resume=bool(a.resume), device=a.device, progress_bar=not a.no_progress)
-    print(f"checkpoints, train_state.pth and loss_log.csv are in {run_dir}")
+              vgg_weights=a.vgg_weights, resume=bool(a.resume), device=device, progress_bar=not a.no_progress)
+        main = distributed.is_main()
+    if main:
+        print(f"checkpoints, train_state.pth and loss_log.csv are in {run_dir}")
     return 0
 
 

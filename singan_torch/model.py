@@ -7,11 +7,13 @@ G + F step on L = lambda_GAN L_adv + lambda_NCE L_cl + lambda_perceptual L_p + l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from singan_common import architecture as arch
 from singan_common.config import ModelConfig, TrainConfig, lr_factor
@@ -40,6 +42,17 @@ def draws_for(cfg: ModelConfig, seed: int, step: int, batch_size: int, height: i
                       cfg.neg_perturb_strength, cfg.mmd_num_samples)
 
 
+class ForwardWithFeatures(nn.Module):
+    """G.forward_with_features as a module's forward: DistributedDataParallel only intercepts forward()."""
+
+    def __init__(self, netG: nn.Module, layers: tuple[int, ...]) -> None:
+        super().__init__()
+        self.netG, self.layers = netG, layers
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.netG.forward_with_features(x, self.layers)
+
+
 class SinGANDehazeModel:
     """G, D, F and the losses; `device` is a torch device string ('cpu', 'cuda')."""
 
@@ -59,6 +72,24 @@ class SinGANDehazeModel:
         self.optimizer_G = torch.optim.Adam(self.netG.parameters(), lr=train.lr, betas=betas)
         self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=train.lr, betas=betas)
         self.optimizer_F = torch.optim.Adam(self.netF.parameters(), lr=train.lr, betas=betas)
+        # The one call per backward of each net that a data-parallel wrapper carries (wrap_for_training);
+        # in a single process they run the bare nets.
+        self.step_G: nn.Module = ForwardWithFeatures(self.netG, tuple(cfg.nce_layers))
+        self.step_D: nn.Module = self.netD
+        self.step_F: nn.Module = self.netF
+
+    def wrap_for_training(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Route one forward per backward of G, D and F through `wrap` (DistributedDataParallel).
+
+        DDP arms its gradient all-reduce in the wrapped forward for the next backward. G, D and F are each
+        called more than once per backward; every other call uses the bare module, whose parameters are the
+        same tensors, so autograd sums all contributions into one .grad before DDP's hook reduces it:
+        G's training pass goes through DDP, its encoders on the fake and on the high-pass maps do not; D on the
+        fake goes through DDP in the D step, D on the real image does not, and neither does the G step's call
+        (D is frozen there); F on the queries goes through DDP, F on the keys (detached later) does not."""
+        self.step_G = wrap(self.step_G)
+        self.step_D = wrap(self.netD)
+        self.step_F = wrap(self.netF)
 
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -80,14 +111,14 @@ class SinGANDehazeModel:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
     def discriminator_loss(self, fake: torch.Tensor, real_B: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        loss_fake = self.criterionGAN(self.netD(fake.detach()), False)
+        loss_fake = self.criterionGAN(self.step_D(fake.detach()), False)
         loss_real = self.criterionGAN(self.netD(real_B), True)
         return (loss_fake + loss_real) * 0.5, loss_real, loss_fake
 
     def nce_loss(self, feat_q: list[torch.Tensor], feat_k: list[torch.Tensor], draws: StepDraws,
                  batch_size: int) -> torch.Tensor:
         ids = [self._tensor(i) for i in draws.patch_ids]
-        q_pool = self.netF(feat_q, ids)
+        q_pool = self.step_F(feat_q, ids)
         k_pool = self.netF(feat_k, ids)
         total = q_pool[0].new_zeros(())
         for q, k, noise in zip(q_pool, k_pool, draws.neg_noise, strict=True):
@@ -109,7 +140,7 @@ class SinGANDehazeModel:
 
     def forward(self, real_A: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """G(real_A) and the NCE-layer features of real_A (the keys), from one pass."""
-        return self.netG.forward_with_features(real_A, tuple(self.cfg.nce_layers))
+        return self.step_G(real_A)
 
     def generator_loss(self, fake: torch.Tensor, feat_k: list[torch.Tensor], real_A: torch.Tensor,
                        real_B: torch.Tensor, draws: StepDraws) -> GeneratorOutputs:
