@@ -1,0 +1,146 @@
+"""Run one parity case end to end and judge it: reference (live PyTorch or a golden record), port
+(MindSpore), then every output compared under its tolerance, structural zeros checked on their own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from parity.cases import FP64_PREFIX, RUNNERS, TRAIN, Case, Context, Record, loss_structural_zeros
+from parity.compare import Comparison, compare, compare_sparse
+from parity.engine import compare_captures
+from parity.tolerances import Tolerance, structural_zero, tolerance
+
+# Adam moves a parameter whose gradient sign is noise by at most about lr per step (|m_hat / sqrt(v_hat)| <= 1
+# for a constant-sign history; a little more when signs alternate), so two runs part by at most 2 lr per step.
+ADAM_SIGN_NOISE_BOUND = 2.0 * TRAIN.lr
+# In parameter space, at most this fraction of a tensor's elements may be beyond rounding (sign noise of
+# noise-level gradient elements; measured: under 1e-5). A real fault moves most elements.
+MAX_NOISE_FRACTION = 1e-3
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    group: str
+    comparisons: list[Comparison]
+    structural: list[Comparison] = field(default_factory=list)
+    only_reference: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    tolerance_kind: str = ""
+
+    @property
+    def first_failure(self) -> Comparison | None:
+        return next((c for c in self.comparisons + self.structural if not c.passed), None)
+
+    @property
+    def passed(self) -> bool:
+        return self.first_failure is None and not self.only_reference
+
+    def worst(self) -> Comparison | None:
+        return max(self.comparisons, key=lambda c: c.max_abs, default=None)
+
+    def message(self) -> str:
+        if self.only_reference:
+            return f"{self.case_id}: the port produced no {', '.join(self.only_reference[:5])}"
+        bad = self.first_failure
+        if bad is None:
+            return f"{self.case_id}: ok"
+        return f"{self.case_id}: first failure at {bad.name}: {bad.line()}"
+
+
+def reference(case: Case, ctx: Context) -> Record:
+    return RUNNERS[case.row.runner][0](case, ctx)
+
+
+def port(case: Case, ctx: Context, record: Record) -> dict[str, np.ndarray]:
+    return RUNNERS[case.row.runner][1](case, ctx, record)
+
+
+def judge(case: Case, record: Record, ours: dict[str, np.ndarray], device: str, dtype: str) -> CaseResult:
+    """Compare the port's outputs with the record's under the tolerances of (device, dtype)."""
+    runner = case.row.runner
+
+    def tol(kind: str) -> Tolerance:
+        return tolerance(device, dtype, kind)
+
+    ref = record.outputs
+    result = CaseResult(case.id, case.row.group, [], tolerance_kind=case.row.kind)
+    if runner == "module":
+        paired = compare_captures(ours, ref, tol(case.row.kind))
+        result.comparisons, result.only_reference = paired.comparisons, paired.only_reference
+        return result
+    if runner == "optim":
+        paired = compare_captures(ours, ref, tol("optim"))
+        result.comparisons, result.only_reference = paired.comparisons, paired.only_reference
+        return result
+    zeros = loss_structural_zeros(case)
+    scales: dict[str, float] = {}
+    for name, value in ref.items():
+        if name.startswith(("grad/", "param/")) and name.split("/", 1)[1] not in zeros:
+            net = name.split("/")[1]
+            scales[net] = max(scales.get(net, 0.0), float(np.abs(value).max(initial=0.0)))
+    for name, value in ref.items():
+        if name.startswith(FP64_PREFIX):
+            continue
+        if name not in ours:
+            result.only_reference.append(name)
+            continue
+        key = name.split("/", 1)[1] if "/" in name else name
+        if runner == "loss":
+            if name.startswith("grad/") and key in zeros:
+                # Both sides must be float noise; compare each against zero, report the larger.
+                net = key.split("/")[0]
+                bound = structural_zero(scales.get(net, 0.0))
+                a = compare(name, ours[name], np.zeros_like(value), bound)
+                b = compare(name, value, np.zeros_like(value), bound)
+                result.structural.append(max(a, b, key=lambda c: c.max_abs))
+            else:
+                base = tol("grad" if name.startswith("grad/") else "loss")
+                ref64 = ref.get(FP64_PREFIX + name)
+                if ref64 is not None:
+                    # The reference is itself float32: allow the port twice torch's own measured float32 error
+                    # (against torch in float64) on top of the constant. Zero where the loss is well conditioned.
+                    own = float(np.abs(value.astype(np.float64) - ref64).max(initial=0.0))
+                    base = Tolerance(base.atol + 2.0 * own, base.rtol,
+                                     f"{base.why}; + 2 x torch's own fp32 error {own:.1e}")
+                result.comparisons.append(compare(name, ours[name], value, base))
+        else:  # train
+            steps = case.p["steps"]
+            if name.startswith("param/"):
+                bound = ADAM_SIGN_NOISE_BOUND * steps
+                if key in zeros:
+                    # Mathematically zero gradient: Adam turns its noise into +-lr per step on each side.
+                    result.structural.append(compare(name, ours[name], value, Tolerance(bound, 0.0, "2 lr/step")))
+                else:
+                    rounding = tol("train_param")
+                    ref64 = ref.get(FP64_PREFIX + name)
+                    if ref64 is not None:
+                        own = float(np.abs(value.astype(np.float64) - ref64).max(initial=0.0))
+                        rounding = Tolerance(rounding.atol + 2.0 * own, rounding.rtol,
+                                             f"{rounding.why}; + 2 x torch's own fp32 drift {own:.1e}")
+                    result.comparisons.append(compare_sparse(name, ours[name], value, rounding, bound,
+                                                             MAX_NOISE_FRACTION))
+            else:
+                base = tol("train_fn")
+                ref64 = ref.get(FP64_PREFIX + name)
+                if ref64 is not None:
+                    own = float(np.abs(value.astype(np.float64) - ref64).max(initial=0.0))
+                    base = Tolerance(base.atol + 2.0 * own, base.rtol,
+                                     f"{base.why}; + 2 x torch's own fp32 drift {own:.1e}")
+                result.comparisons.append(compare(name, ours[name], value, base))
+    return result
+
+
+def run_case(case: Case, ctx: Context, device: str, dtype: str, record: Record | None = None) -> CaseResult:
+    """Reference (unless a golden record is given), port, judge; times the whole case."""
+    start = time.perf_counter()
+    if record is None:
+        record = reference(case, ctx)
+    ours = port(case, ctx, record)
+    result = judge(case, record, ours, device, dtype)
+    result.seconds = time.perf_counter() - start
+    return result
