@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--force", action="store_true", help="overwrite existing outputs")
     i = sub.add_parser("inspect", help="what a checkpoint file holds")
     i.add_argument("path")
+    d = sub.add_parser("demo", help="train briefly in PyTorch, convert, verify, dehaze with both, evaluate")
+    d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    d.add_argument("--steps", type=int, default=20, help="PyTorch training iterations before converting")
     return p
 
 
@@ -51,9 +54,15 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(a: argparse.Namespace) -> int:
+    from convert.demo import main_demo
+
+    return main_demo(a.out, a.steps)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    body = cmd_inspect if a.command == "inspect" else cmd_convert
+    body = {"inspect": cmd_inspect, "demo": cmd_demo}.get(a.command, cmd_convert)
     return run_command(lambda: body(a), PROG)
 
 

@@ -137,11 +137,12 @@ def gather_inputs(path: Path, direction: str) -> tuple[list[NetInput], Path | No
     """The networks to convert, and a training-state file if the input is or holds one."""
     if path.is_dir():
         files = find_run_files(path)
-        state = next((p for p in (path / "train_state.pth", path / "train_state.ckpt") if p.is_file()), None)
+        state = path / ("train_state.pth" if direction == "torch2ms" else "train_state.ckpt")
+        state = state if state.is_file() else None
         return [read_net(files[k], direction) for k in ("G", "D", "F") if k in files], state
     if not path.exists():
         raise ConvertError(f"{path}: no such file or directory")
-    if path.name.startswith("train_state"):
+    if path.name.startswith("train_state."):
         return [], path
     return [read_net(path, direction)], None
 
@@ -162,36 +163,57 @@ def convert(path: str | Path, direction: str, out: str | Path | None = None, fmt
 
     setup("CPU", mode="pynative")  # verification calls single cells, which graph mode cannot
     inputs, state_file = gather_inputs(path, direction)
+    state = None
+    if state_file is not None:
+        from convert.optimizer import read_state
+
+        state = read_state(state_file, direction)
     out_dir = Path(out) if out is not None else default_output(path, direction)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConvertError(f"{out_dir}: -o must be a folder")
     near = path if path.is_dir() else path.parent
-    run_cfg = run_config(inputs, Path(config) if config else None, near)
+    state_nets = [NetInput(k, state_file, t, state.counters.get(k, {})) for k, t in state.nets.items()] if state else []
+    run_cfg = run_config(inputs or state_nets, Path(config) if config else None, near)
     cfg = run_cfg.model
     if variant != "auto" and variant != cfg.variant:
         raise ConvertError(f"{path}: --variant {variant} given, but the weights are the {cfg.variant} variant")
     suffix = out_suffix(direction, fmt)
     planned: list[tuple[Path, dict[str, np.ndarray], dict[str, int]]] = []
     verifications = []
-    for net in inputs:
+
+    def convert_checked(net: NetInput) -> dict[str, np.ndarray]:
         tensors, verification = convert_net(net, direction, cfg, verify)
         if verification is not None:
             verifications.append(verification)
             report(verification.summary())
             if not verification.passed:
                 raise ConvertError(f"{net.path}: verification failed, nothing written ({verification.summary()})")
+        return tensors
+
+    for net in inputs:
+        tensors = convert_checked(net)
         stem = net.path.name[: -len(net.path.suffix)]
         counters = rules.counters_of(net.tensors) if direction == "torch2ms" else {}
         planned.append((out_dir / f"{stem}{suffix}", tensors, counters))
-    if state_file is not None:
-        from convert.optimizer import convert_train_state
+    planned_state = None
+    if state is not None:
+        from convert.optimizer import plan_state
 
-        planned_state = convert_train_state(state_file, direction, cfg, out_dir, suffix, verify, report)
-    else:
-        planned_state = None
+        state.check_hyperparameters(run_cfg)
+        # The networks inside a run's state are the latest_net_* files again: verified once is enough.
+        converted = {}
+        for net in state_nets:
+            if inputs:
+                converted[net.network] = convert_net(net, direction, cfg, False)[0]
+            else:
+                converted[net.network] = convert_checked(net)
+        planned_state = plan_state(state, direction, run_cfg, converted, out_dir)
+        if planned_state.target.exists() and not force:
+            raise ConvertError(f"{planned_state.target}: exists; pass --force to overwrite")
     outputs = write_outputs(planned, out_dir, run_cfg, suffix, force)
     if planned_state is not None:
-        outputs += planned_state(force)
+        planned_state.write()
+        outputs.append(planned_state.target)
     return Result(outputs, verifications)
 
 

@@ -36,18 +36,23 @@ def write_unpaired_set(root: Path, seed: int) -> tuple[Path, Path, list[tuple[st
     return root / "hazy", root / "clear", held_out
 
 
-def run_demo(out: Path, steps: int = 30, device: str = "cpu", seed: int = 0) -> Path:
-    """Train for `steps` iterations in out/run and write out/sample_before_after.png; returns the PNG path."""
-    t0 = time.perf_counter()
-    hazy_dir, clear_dir, held_out = write_unpaired_set(out / "data", seed)
-    run_dir = out / "run"
+def train_demo_model(run_dir: Path, steps: int = 30, device: str = "cpu", seed: int = 0):
+    """Train the default model for `steps` iterations on the built-in set; returns (model, held-out scene)."""
+    hazy_dir, clear_dir, held_out = write_unpaired_set(run_dir.parent / "data", seed)
     if (run_dir / "train_state.pth").exists():
-        raise ValueError(f"{run_dir}: a previous demo run is there; remove {out} or pass another --out")
+        raise ValueError(f"{run_dir}: a previous demo run is there; remove it or pass another --out")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-VGG warning: the demo has no ImageNet weights by design
         model = train(run_dir, hazy_dir, clear_dir, ModelConfig(),
                       TrainConfig(seed=seed, max_steps=steps, **DEMO_TRAIN), device=device)
-    name, clear, hazy = held_out[0]
+    return model, held_out[0]
+
+
+def run_demo(out: Path, steps: int = 30, device: str = "cpu", seed: int = 0) -> Path:
+    """Train for `steps` iterations in out/run and write out/sample_before_after.png; returns the PNG path."""
+    t0 = time.perf_counter()
+    run_dir = out / "run"
+    model, (name, clear, hazy) = train_demo_model(run_dir, steps, device, seed)
     dehazed = dehaze_rgb(hazy, generator_fn(model.netG.eval(), device), DehazeOptions())
     grid = np.concatenate([hazy, dehazed, clear], axis=1)
     write_image(out / "sample_dehazed.png", dehazed)
