@@ -119,6 +119,8 @@ def convert_net(net: NetInput, direction: str, cfg: ModelConfig, verify: bool) -
     if direction == "torch2ms":
         out = rules.apply_rules(rules.ms_rules(m_net), net.tensors, to_numpy_state(m_net), {}, str(net.path),
                                 ignorable)
+        if not verify:  # loading both sides only serves the verification: skip the copies
+            return out, None
         t_net.load_state_dict({k: torch.from_numpy(v) for k, v in net.tensors.items() if k not in ignorable},
                               strict=True)
         params = dict(m_net.parameters_and_names())

@@ -213,3 +213,18 @@ def test_inspect_and_console_entry(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "D (either names, stride2 variant)" in result.stdout
     assert "model.0.weight" in result.stdout and "(8, 3, 4, 4)" in result.stdout
+
+
+def test_failed_verification_writes_nothing_and_names_the_layer(tmp_path, capsys, monkeypatch):
+    """A port fault (here a tanh that is 0.1% off, standing in for any wrong layer) stops the conversion before
+    anything is written, naming the first layer that parts."""
+    from mindspore import ops
+
+    import singan_ms.networks as msn
+
+    monkeypatch.setattr(msn.Tanh, "construct", lambda self, x: ops.tanh(x) * 1.001)
+    run = save_run(tmp_path / "r", SMALL)
+    assert main(["torch2ms", str(run), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "verification failed" in err and "latest_net_G.pth" in err and "(tanh)" in err, err
+    assert not (tmp_path / "o").exists()
