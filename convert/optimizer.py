@@ -23,26 +23,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from convert.formats import ConvertError, contiguous, format_of, load_torch_object, read_ckpt, torch_to_numpy
-from convert.rules import counters_of
+from convert.formats import ConvertError, contiguous, load_torch_object, read_tensors, torch_to_numpy
+from convert.rules import COUNTER, counters_of, ms_rules
 from singan_common.config import RunConfig
 
 NETS = ("G", "D", "F")
 TORCH_STATE_FILE = "train_state.pth"
 MS_STATE_FILE = "train_state.ckpt"
 TORCH_FORMAT = "singan_torch.train_state/1"
-COUNTERS = "num_batches_tracked"
 
 
 @dataclass
 class AdamState:
-    """One optimiser in framework-neutral form: per-parameter moments keyed by the *torch* parameter name."""
+    """One optimiser as its file holds it: per-parameter moments keyed by torch's state index (read from
+    PyTorch) or by the MindSpore parameter name (read from MindSpore); plan_state maps between them."""
 
-    exp_avg: dict[str, np.ndarray]
-    exp_avg_sq: dict[str, np.ndarray]
+    exp_avg: dict[int | str, np.ndarray]
+    exp_avg_sq: dict[int | str, np.ndarray]
     step: float
     lr: float
     hyper: tuple[float, ...] | None = None  # (beta1, beta2, eps) where the file records them (torch)
@@ -60,7 +61,7 @@ class TrainState:
         """MindSpore's state keeps no betas/eps (the run config supplies them): they must agree."""
         want = (run_cfg.train.beta1, run_cfg.train.beta2, 1e-8)
         for k, opt in self.optimizers.items():
-            if opt.hyper is not None and tuple(opt.hyper) != tuple(float(x) for x in want):
+            if opt.hyper is not None and tuple(opt.hyper) != want:
                 raise ConvertError(f"{self.path}: optimizer {k} has betas/eps {opt.hyper}, the run config {want}")
 
 
@@ -72,22 +73,27 @@ class PlannedState:
     write: Callable[[], None]
 
 
-def torch_param_names(network: str, cfg) -> list[str]:
-    """Names in the order torch.optim.Adam(net.parameters()) indexes its state."""
-    from convert.core import build_torch
+@dataclass
+class ParamTable:
+    """One network's trainable parameters on both sides, built once: torch's order (Adam's state indices),
+    their shapes, MindSpore's order (singan_ms.optim.Adam's) and the MindSpore -> torch name map."""
 
-    return [k for k, _ in build_torch(network, cfg).named_parameters()]
+    torch_net: Any
+    torch_names: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    ms_names: list[str]
+    to_torch: dict[str, str]
 
 
-def ms_param_names(network: str, cfg) -> tuple[list[str], dict[str, str]]:
-    """MindSpore trainable parameter names (singan_ms.optim.Adam's order) and their torch names."""
-    from convert.core import build_ms
-    from convert.rules import ms_rules
+def param_table(network: str, cfg) -> ParamTable:
+    from convert.core import build_ms, build_torch
 
-    m_net = build_ms(network, cfg)
-    to_torch = {r.target: r.source for r in ms_rules(m_net)}
-    names = [p.name for p in m_net.trainable_params()]
-    return names, {n: to_torch[n] for n in names}
+    t_net, m_net = build_torch(network, cfg), build_ms(network, cfg)
+    named = list(t_net.named_parameters())
+    rule_map = {r.target: r.source for r in ms_rules(m_net)}
+    ms_names = [p.name for p in m_net.trainable_params()]
+    return ParamTable(t_net, [k for k, _ in named], {k: tuple(v.shape) for k, v in named}, ms_names,
+                      {n: rule_map[n] for n in ms_names})
 
 
 def read_torch_state(path: Path) -> TrainState:
@@ -126,7 +132,7 @@ def _torch_adam(path: Path, key: str, sd: dict) -> AdamState:
 
 
 def read_ms_state(path: Path) -> TrainState:
-    flat = read_ckpt(path) if format_of(path) == "ckpt" else _read_safetensors(path)
+    flat = read_tensors(path)[0]
     nets = {k: {n[len(f"net_{k}/"):]: v for n, v in flat.items() if n.startswith(f"net_{k}/")} for k in NETS}
     if not all(nets.values()) or "progress/step" not in flat:
         raise ConvertError(f"{path}: not a singan_ms training state (needs net_G/, net_D/, net_F/, opt_*/, progress/)")
@@ -141,15 +147,9 @@ def read_ms_state(path: Path) -> TrainState:
         except KeyError as exc:
             raise ConvertError(f"{path}: training state lacks {exc}") from None
     progress = {k: int(flat[f"progress/{k}"]) for k in ("epoch", "batch", "step")}
-    counters = {k: {n[len(f"{COUNTERS}/net_{k}/"):]: int(v) for n, v in flat.items()
-                    if n.startswith(f"{COUNTERS}/net_{k}/")} for k in NETS}
+    counters = {k: {n[len(f"{COUNTER}/net_{k}/"):]: int(v) for n, v in flat.items()
+                    if n.startswith(f"{COUNTER}/net_{k}/")} for k in NETS}
     return TrainState(nets, opts, progress, path, counters)
-
-
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from convert.formats import read_tensors
-
-    return read_tensors(path)[0]
 
 
 def read_state(path: Path, direction: str) -> TrainState:
@@ -168,7 +168,7 @@ def plan_state(state: TrainState, direction: str, run_cfg: RunConfig, converted_
             entries.update(_ms_adam_entries(state, k, cfg))
         entries.update({f"progress/{k}": np.asarray(v, np.int64) for k, v in state.progress.items()})
         # singan_ms ignores these; they let ms2torch restore BatchNorm counters bit for bit.
-        entries.update({f"{COUNTERS}/net_{k}/{n}": np.asarray(v, np.int64)
+        entries.update({f"{COUNTER}/net_{k}/{n}": np.asarray(v, np.int64)
                         for k in NETS for n, v in state.counters[k].items()})
         target = out_dir / MS_STATE_FILE
 
@@ -198,16 +198,15 @@ def plan_state(state: TrainState, direction: str, run_cfg: RunConfig, converted_
 
 def _ms_adam_entries(state: TrainState, key: str, cfg) -> dict[str, np.ndarray]:
     opt = state.optimizers[key]
-    t_names = torch_param_names(key, cfg)
+    table = param_table(key, cfg)
+    t_names, shapes, to_torch = table.torch_names, table.shapes, table.to_torch
     t_index = {n: i for i, n in enumerate(t_names)}
-    ms_names, to_torch = ms_param_names(key, cfg)
     if opt.exp_avg and set(opt.exp_avg) != set(range(len(t_names))):
         raise ConvertError(f"{state.path}: optimizer {key} has state for {len(opt.exp_avg)} of {len(t_names)} "
                            "parameters; torch would restart the others' step counts, which MindSpore's Adam cannot")
-    shapes = dict(_torch_shapes(key, cfg))
     out = {}
     p = f"opt_{key}/optimizer_{key}."
-    for n in ms_names:
+    for n in table.ms_names:
         i = t_index[to_torch[n]]
         for slot, moments in (("exp_avg", opt.exp_avg), ("exp_avg_sq", opt.exp_avg_sq)):
             v = moments.get(i)
@@ -222,26 +221,16 @@ def _ms_adam_entries(state: TrainState, key: str, cfg) -> dict[str, np.ndarray]:
     return out
 
 
-def _torch_shapes(key: str, cfg):
-    from convert.core import build_torch
-
-    return [(k, tuple(v.shape)) for k, v in build_torch(key, cfg).named_parameters()]
-
-
 def _torch_adam_dict(state: TrainState, key: str, run_cfg: RunConfig) -> dict:
     """torch.optim.Adam.state_dict() as singan_torch's optimiser would hold it after `step` steps."""
     import torch
 
-    from convert.core import build_torch
-
     opt = state.optimizers[key]
-    net = build_torch(key, run_cfg.model)
+    table = param_table(key, run_cfg.model)
     betas = (run_cfg.train.beta1, run_cfg.train.beta2)
-    reference = torch.optim.Adam(net.parameters(), lr=opt.lr, betas=betas).state_dict()
-    ms_names, to_torch = ms_param_names(key, run_cfg.model)
-    from_torch = {t: m for m, t in to_torch.items()}
-    shapes = dict(_torch_shapes(key, run_cfg.model))
-    names = torch_param_names(key, run_cfg.model)
+    reference = torch.optim.Adam(table.torch_net.parameters(), lr=opt.lr, betas=betas).state_dict()
+    ms_names, names, shapes = table.ms_names, table.torch_names, table.shapes
+    from_torch = {t: m for m, t in table.to_torch.items()}
     missing = [from_torch[n] for n in names if from_torch[n] not in opt.exp_avg or from_torch[n] not in opt.exp_avg_sq]
     if missing:
         raise ConvertError(f"{state.path}: optimizer {key} lacks moments for {', '.join(missing[:5])}")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from singan_common.config import CONFIG_FILE, ConfigError, ModelConfig, RunConfig, TrainConfig
 from singan_common.data import UnpairedDataset, resolve_folders
 from singan_common.fsutil import atomic_path
+from singan_common.losslog import LossLog
 from singan_ms.model import LOSS_NAMES, SinGANDehazeModel, draws_for
 from singan_ms.networks import load_into, read_weights
 
@@ -102,32 +103,6 @@ def load_init(model: SinGANDehazeModel, init_dir: Path) -> None:
                 raise ConfigError(f"{init_dir}: --init needs latest_net_G.ckpt or latest_net_G.safetensors")
 
 
-class LossLog:
-    """Append-only CSV; on resume, rows past the resumed step (logged after the last save) are dropped."""
-
-    def __init__(self, path: Path, resume_step: int | None) -> None:
-        import csv
-
-        self.path = path
-        rows: list[dict] = []
-        if resume_step is not None and path.is_file():
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-        self._file = path.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=LOG_FIELDS)
-
-    def write(self, row: dict) -> None:
-        self._writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def train(run_dir: str | Path, hazy: str | Path, clear: str | Path | None, model_cfg: ModelConfig,
           train_cfg: TrainConfig, vgg_weights: str | Path | None = None, resume: bool = False,
           device: str = "CPU", progress_bar: bool = True, init: str | Path | None = None,
@@ -154,7 +129,7 @@ def train(run_dir: str | Path, hazy: str | Path, clear: str | Path | None, model
         load_init(model, Path(init))
     progress = load_train_state(model, run_dir) if resume else Progress()
     RunConfig(model_cfg, train_cfg).save(run_dir / CONFIG_FILE)
-    log = LossLog(run_dir / LOG_FILE, progress.step if resume else None)
+    log = LossLog(run_dir / LOG_FILE, progress.step if resume else None, LOG_FIELDS)
     try:
         _loop(model, dataset, run_dir, progress, log, progress_bar, ".safetensors" if safetensors else ".ckpt")
     finally:

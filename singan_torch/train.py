@@ -13,7 +13,6 @@ Under torchrun (singan_torch.distributed) rank 0 alone writes everything except 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from singan_common.config import CONFIG_FILE, ConfigError, ModelConfig, RunConfig, TrainConfig
 from singan_common.data import UnpairedDataset, resolve_folders
 from singan_common.fsutil import atomic_path
+from singan_common.losslog import LossLog
 from singan_common.rng import StepDraws, shard_step_draws
 from singan_torch import distributed
 from singan_torch.model import LOSS_NAMES, SinGANDehazeModel, draws_for
@@ -97,30 +97,6 @@ def load_train_state(model: SinGANDehazeModel, run_dir: Path) -> Progress:
     return Progress(epoch=int(p["epoch"]), batch=int(p["batch"]), step=int(p["step"]))
 
 
-class LossLog:
-    """Append-only CSV; on resume, rows past the resumed step (logged after the last save) are dropped."""
-
-    def __init__(self, path: Path, resume_step: int | None) -> None:
-        self.path = path
-        rows: list[dict] = []
-        if resume_step is not None and path.is_file():
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-        self._file = path.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=LOG_FIELDS)
-
-    def write(self, row: dict) -> None:
-        self._writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def train(run_dir: str | Path, hazy: str | Path, clear: str | Path | None, model_cfg: ModelConfig,
           train_cfg: TrainConfig, vgg_weights: str | Path | None = None, resume: bool = False,
           device: str = "cpu", progress_bar: bool = True) -> SinGANDehazeModel:
@@ -150,8 +126,8 @@ def train(run_dir: str | Path, hazy: str | Path, clear: str | Path | None, model
     resume_step = progress.step if resume else None
     if main:
         RunConfig(model_cfg, train_cfg).save(run_dir / CONFIG_FILE)
-    logs = RunLogs(LossLog(run_dir / LOG_FILE, resume_step) if main else None,
-                   LossLog(rank_log_path(run_dir, distributed.rank()), resume_step)
+    logs = RunLogs(LossLog(run_dir / LOG_FILE, resume_step, LOG_FIELDS) if main else None,
+                   LossLog(rank_log_path(run_dir, distributed.rank()), resume_step, LOG_FIELDS)
                    if distributed.is_distributed() else None)
     try:
         _loop(model, dataset, run_dir, progress, logs, progress_bar and main)
