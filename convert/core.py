@@ -105,34 +105,86 @@ def build_ms(network: str, cfg: ModelConfig):
     return {"G": networks.ResnetGenerator, "D": networks.NLayerDiscriminator, "F": networks.PatchSampleF}[network](cfg)
 
 
+def ms_slots(network: str, cfg: ModelConfig) -> tuple[object, dict[str, rules.Slot | np.ndarray]]:
+    """The MindSpore network with its weights left unallocated, and its parameters' shapes and dtypes (the
+    fixed blur filters, which the rules rebuild, as values): all the rules need when nothing is verified."""
+    from mindspore import dtype_to_nptype
+    from mindspore.nn.utils import no_init_parameters
+
+    with no_init_parameters():
+        net = build_ms(network, cfg)
+    slots = {k: p.asnumpy() if k.endswith("filt") else rules.Slot(tuple(p.shape), np.dtype(dtype_to_nptype(p.dtype)))
+             for k, p in net.parameters_and_names()}
+    return net, slots
+
+
+def torch_slots(network: str, cfg: ModelConfig) -> tuple[object, dict[str, rules.Slot | np.ndarray]]:
+    """The same for PyTorch: the module on the meta device (shapes, no storage); filters rebuilt on the CPU."""
+    import torch
+
+    with torch.device("meta"):
+        net = build_torch(network, cfg)
+    slots: dict[str, rules.Slot | np.ndarray] = {}
+    for k, v in net.state_dict().items():
+        slots[k] = rules.Slot(tuple(v.shape), torch.empty((), dtype=v.dtype).numpy().dtype)
+    for name, mod in net.named_modules():
+        if hasattr(mod, "filt"):
+            with torch.device("cpu"):
+                slots[f"{name}.filt"] = type(mod)(mod.channels).filt.numpy()
+    return net, slots
+
+
+def unconverted_keys(net: NetInput, rule_list: list[rules.Rule]) -> tuple[str, ...]:
+    """torchvision's full vgg16 holds the classifier and the features past relu3_3: expected, not converted."""
+    if net.network != "vgg16":
+        return ()
+    sources = {r.source for r in rule_list}
+    return tuple(k for k in net.tensors if k not in sources)
+
+
 def convert_net(net: NetInput, direction: str, cfg: ModelConfig, verify: bool) -> tuple[dict, Verification | None]:
-    """Target-named tensors for one network, after loading both sides (and verifying them when asked)."""
+    """Target-named tensors for one network; with `verify`, both sides loaded and compared on one input.
+
+    Unverified, neither network's weights are allocated (MindSpore's no_init_parameters, torch's meta device)
+    and the converted tensors are the source arrays themselves wherever dtype and layout already agree: the
+    converter's memory is then the source file's tensors plus what the writer needs (docs/benchmarks.md)."""
     import torch
     from mindspore import Tensor
 
     from singan_ms.networks import load_into, to_numpy_state
 
-    t_net, m_net = build_torch(net.network, cfg), build_ms(net.network, cfg)
-    # torchvision's full vgg16 holds the classifier and features past relu3_3: expected, not converted.
-    t_keys = t_net.state_dict()
-    ignorable = tuple(k for k in net.tensors if k not in t_keys) if net.network == "vgg16" else ()
     if direction == "torch2ms":
-        out = rules.apply_rules(rules.ms_rules(m_net), net.tensors, to_numpy_state(m_net), {}, str(net.path),
-                                ignorable)
-        if not verify:  # loading both sides only serves the verification: skip the copies
+        if not verify:
+            m_net, built = ms_slots(net.network, cfg)
+        else:
+            m_net = build_ms(net.network, cfg)
+            built = to_numpy_state(m_net)
+        rule_list = rules.ms_rules(m_net)
+        ignorable = unconverted_keys(net, rule_list)
+        out = rules.apply_rules(rule_list, net.tensors, built, {}, str(net.path), ignorable)
+        if not verify:
             return out, None
+        t_net = build_torch(net.network, cfg)
         t_net.load_state_dict({k: torch.from_numpy(v) for k, v in net.tensors.items() if k not in ignorable},
                               strict=True)
         params = dict(m_net.parameters_and_names())
         for k, v in out.items():
             params[k].set_data(Tensor(v))
     else:
-        built = {k: v.numpy() for k, v in t_keys.items()}
-        out = rules.apply_rules(rules.torch_rules(t_net), net.tensors, built, net.counters, str(net.path), ignorable)
+        if not verify:
+            t_net, built = torch_slots(net.network, cfg)
+        else:
+            t_net = build_torch(net.network, cfg)
+            built = {k: v.numpy() for k, v in t_net.state_dict().items()}
+        rule_list = rules.torch_rules(t_net)
+        ignorable = unconverted_keys(net, rule_list)
+        out = rules.apply_rules(rule_list, net.tensors, built, net.counters, str(net.path), ignorable)
+        if not verify:
+            return out, None
         t_net.load_state_dict({k: torch.from_numpy(v) for k, v in out.items()}, strict=True)
+        m_net = build_ms(net.network, cfg)
         load_into(m_net, {k: v for k, v in net.tensors.items() if k not in ignorable}, net.path)
-    verification = verify_network(net.network, cfg, t_net.eval(), m_net) if verify else None
-    return out, verification
+    return out, verify_network(net.network, cfg, t_net.eval(), m_net)
 
 
 def gather_inputs(path: Path, direction: str) -> tuple[list[NetInput], Path | None]:

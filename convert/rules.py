@@ -31,6 +31,14 @@ COUNTER = "num_batches_tracked"
 
 
 @dataclass(frozen=True)
+class Slot:
+    """A target tensor's shape and dtype, for networks built without allocating their weights."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
 class Rule:
     target: str
     source: str | None
@@ -78,11 +86,11 @@ def torch_rules(net) -> list[Rule]:
     return rules
 
 
-def apply_rules(rules: list[Rule], source: dict[str, np.ndarray], built: dict[str, np.ndarray],
+def apply_rules(rules: list[Rule], source: dict[str, np.ndarray], built: dict[str, np.ndarray | Slot],
                 counters: dict[str, int], source_name: str, ignorable: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Target tensors from `source` by `rules`. `built` holds the target network's own values (for rebuilt
-    tensors and shape checks). Every problem is collected and reported at once: missing keys, unexpected
-    keys, shape mismatches, blur filters that are not CUT's."""
+    """Target tensors from `source` by `rules`. `built` holds the target network's shapes and dtypes (a Slot,
+    or the value itself) and the values of the tensors the rules rebuild. Every problem is collected and
+    reported at once: missing keys, unexpected keys, shape mismatches, blur filters that are not CUT's."""
     out: dict[str, np.ndarray] = {}
     missing, shape_errors, filt_errors = [], [], []
     used = set()

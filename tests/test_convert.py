@@ -228,3 +228,49 @@ def test_failed_verification_writes_nothing_and_names_the_layer(tmp_path, capsys
     err = capsys.readouterr().err
     assert "verification failed" in err and "latest_net_G.pth" in err and "(tanh)" in err, err
     assert not (tmp_path / "o").exists()
+
+
+def read_any(path: Path) -> dict[str, np.ndarray]:
+    from convert.formats import read_tensors
+
+    return read_tensors(path)[0]
+
+
+@pytest.mark.parametrize("kind", ["antialias", "batch", "vgg16"])
+def test_unverified_conversion_writes_what_the_verified_one_writes(tmp_path, kind):
+    """--no-verify builds neither network's weights (MindSpore no_init_parameters, torch meta device); its
+    files must still be the verified path's, bit for bit, both ways (filters rebuilt, counters restored,
+    vgg16's classifier dropped), and a bad file must still be refused."""
+    if kind == "vgg16":
+        import torchvision
+
+        src = tmp_path / "src" / "vgg16.pth"
+        src.parent.mkdir()
+        torch.save(torchvision.models.vgg16(weights=None).state_dict(), src)
+    else:
+        cfg = ModelConfig(ngf=8, ndf=8, n_blocks=2, variant="antialias") if kind == "antialias" else \
+            ModelConfig(ngf=8, ndf=8, n_blocks=2, norm="batch", bn_momentum=0.3)
+        src = save_run(tmp_path / "src", cfg, with_config=True)
+    for flag, out in (([], "v_ms"), (["--no-verify"], "nv_ms")):
+        assert main(["torch2ms", str(src), "-o", str(tmp_path / out), *flag]) == 0
+    for flag, back in (([], "v_pt"), (["--no-verify"], "nv_pt")):
+        ms_in = tmp_path / "v_ms" / "vgg16.ckpt" if kind == "vgg16" else tmp_path / "v_ms"
+        assert main(["ms2torch", str(ms_in), "-o", str(tmp_path / back), *flag]) == 0
+    for a_dir, b_dir in (("v_ms", "nv_ms"), ("v_pt", "nv_pt")):
+        names = sorted(p.name for p in (tmp_path / a_dir).iterdir() if p.suffix in (".ckpt", ".pth"))
+        assert names and names == sorted(p.name for p in (tmp_path / b_dir).iterdir() if p.suffix in (".ckpt", ".pth"))
+        for name in names:
+            a, b = read_any(tmp_path / a_dir / name), read_any(tmp_path / b_dir / name)
+            assert list(a) == list(b), name
+            for k in a:
+                assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), (name, k)
+    if kind == "vgg16":
+        return
+    bad = load_pth(src / "latest_net_G.pth")
+    bad["model.1.weight"] = bad["model.1.weight"][:, :2]
+    torch.save(bad, tmp_path / "bad_G.pth")
+    with pytest.raises(Exception, match="shape mismatch"):
+        from convert.core import convert
+
+        convert(tmp_path / "bad_G.pth", "torch2ms", tmp_path / "bad_out", verify=False, config=src / "run_config.json")
+    assert not (tmp_path / "bad_out").exists()
