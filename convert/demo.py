@@ -32,8 +32,9 @@ METHODS = ("hazy input", "DCP", "SinGAN-Dehaze (PyTorch)", "SinGAN-Dehaze (MindS
 BENCH_SIZE = 128
 
 
-def run_demo(out: Path, steps: int = 20, seed: int = 0) -> dict:
-    """Everything above into `out`; returns the summary dict (also written as out/metrics.json)."""
+def run_demo(out: Path, steps: int = 20, seed: int = 0, parity_groups: tuple[str, ...] | None = None) -> dict:
+    """Everything above into `out`; returns the summary dict (also written as out/metrics.json).
+    `parity_groups` limits the parity cases to some groups of parity/cases.py (tests use it; the CLI runs all)."""
     from convert.core import convert
     from singan_torch.demo import train_demo_model
 
@@ -55,7 +56,7 @@ def run_demo(out: Path, steps: int = 20, seed: int = 0) -> dict:
         per_layer.append(f"| {c.name} | {c.max_abs:.2e} | {c.max_rel:.2e} | {c.cosine:.9f} | "
                          f"{'ok' if c.passed else 'FAIL'} |")
 
-    parity_passed, parity_failed, parity_files = run_parity(out / "parity-report")
+    parity_passed, parity_failed, parity_files = run_parity(out / "parity-report", parity_groups)
     scenes = builtin_benchmark(seed=seed, size=BENCH_SIZE)
     outputs = dehaze_both(run_dir, out / "converted_ms", scenes)
     rows_by_method, summaries = {}, {}
@@ -105,31 +106,25 @@ def run_demo(out: Path, steps: int = 20, seed: int = 0) -> dict:
     return summary
 
 
-def run_parity(report_dir: Path) -> tuple[int, list[str], list[Path]]:
-    """Every case of parity/cases.py, as `pytest parity/ --device CPU` runs them; returns (passed, failed ids,
-    report files)."""
-    import platform
-
-    import mindspore as ms
+def run_parity(report_dir: Path, groups: tuple[str, ...] | None = None) -> tuple[int, list[str], list[Path]]:
+    """The cases of parity/cases.py (all, or those of `groups`), set up as `pytest parity/ --device CPU` sets
+    them up; returns (passed, failed ids, report files)."""
     import torch
 
-    from parity.cases import CASES, Context
+    from parity.cases import CASES
     from parity.report import write_report
-    from parity.runner import run_case
-    from singan_ms.device import setup
+    from parity.runner import prepare, run_case
 
-    setup("CPU", mode="pynative")
     threads = torch.get_num_threads()
-    # As parity/conftest.py: torch's and MindSpore's OpenMP pools fight on a small CPU.
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
     try:
-        results = [run_case(c, Context(), "CPU", "fp32") for c in CASES]
+        setup = prepare("CPU")
+        cases = [c for c in CASES if groups is None or c.row.group in groups]
+        results = [run_case(c, setup.ctx, "CPU", setup.dtype) for c in cases]
     finally:
         torch.set_num_threads(threads)
-    meta = {"device": "CPU", "mindspore": ms.__version__, "reference": f"torch {torch.__version__} on cpu",
-            "tolerance_dtype": "fp32", "wall_seconds": f"{time.perf_counter() - t0:.1f}",
-            "argv": "python -m convert demo", "processor": platform.processor() or platform.machine()}
+    meta = {**setup.meta, "wall_seconds": f"{time.perf_counter() - t0:.1f}", "argv": "python -m convert demo",
+            "torch_device": setup.ctx.torch_device}
     files = write_report(results, report_dir, meta)
     failed = [r.case_id for r in results if not r.passed]
     return len(results) - len(failed), failed, files

@@ -18,8 +18,6 @@ import pytest
 
 from parity.cases import Context
 
-DEVICES = ("CPU", "GPU", "Ascend")
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("parity")
@@ -46,50 +44,11 @@ class Session:
         self.written: list[Path] = []
 
     def prepare(self) -> None:
-        """Set MindSpore up before torch runs anything (singan_ms.device latches the CPU oneDNN ISA for
-        MindSpore's copy only; see singan_ms/device.py), then torch. Raises with a clear message."""
-        if self.device_arg not in DEVICES:
-            raise RuntimeError(f"--device {self.device_arg!r}: choose one of {', '.join(DEVICES)}")
-        from singan_ms.device import DeviceError, setup
+        from parity.runner import prepare
 
-        try:
-            setup(self.device_arg, mode="pynative")
-        except DeviceError as exc:
-            raise RuntimeError(f"--device {self.device_arg}: MindSpore cannot run here: {exc}") from None
-        import mindspore as ms
-
-        self.meta.update(device=self.device_arg, mindspore=ms.__version__, mode="pynative (+jit train step)")
-        if self.device_arg == "Ascend":
-            # Cube units compute convs/matmuls in fp16 unless told otherwise: record what this run used.
-            try:
-                mode = (ms.get_context("ascend_config") or {}).get("precision_mode", "default (force_fp16)")
-            except Exception:  # noqa: BLE001 - older/newer MindSpore spell it differently; record that we could not
-                mode = "unknown"
-            self.meta["ascend_precision_mode"] = str(mode)
-            self.dtype = "fp32" if "must_keep_origin_dtype" in str(mode) else "fp16"
-        self.meta["tolerance_dtype"] = self.dtype
-        if self.golden_path:
-            from parity.golden import Golden
-
-            self.golden = Golden(self.golden_path)
-            self.meta.update(reference=f"golden {self.golden_path}",
-                             **{f"golden_{k}": v for k, v in self.golden.meta.items()})
-            return
-        import torch
-
-        if self.device_arg == "GPU":
-            if not torch.cuda.is_available():
-                raise RuntimeError("--device GPU: torch sees no CUDA device for the reference")
-            # TF32 would make the reference itself a 1e-3 approximation.
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
-            self.ctx = Context(torch_device="cuda")
-        else:
-            # torch's and MindSpore's OpenMP pools spin against each other on a small CPU: torch with its
-            # default threads ran 10-70x slower once MindSpore had started (measured on 2 cores).
-            torch.set_num_threads(1)
-        self.meta.update(reference=f"torch {torch.__version__} on {self.ctx.torch_device}",
-                         tf32=str(torch.backends.cuda.matmul.allow_tf32))
+        setup = prepare(self.device_arg, self.golden_path)
+        self.ctx, self.dtype, self.golden = setup.ctx, setup.dtype, setup.golden
+        self.meta.update(setup.meta)
 
 
 _SESSION: Session | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,71 @@ ADAM_SIGN_NOISE_BOUND = 2.0 * TRAIN.lr
 # In parameter space, at most this fraction of a tensor's elements may be beyond rounding (sign noise of
 # noise-level gradient elements; measured: under 1e-5). A real fault moves most elements.
 MAX_NOISE_FRACTION = 1e-3
+
+
+DEVICES = ("CPU", "GPU", "Ascend")
+
+
+@dataclass
+class Setup:
+    """What a parity run needs before its first case: the reference's context, the tolerance dtype, the
+    golden file (when replaying) and the report's metadata."""
+
+    ctx: Context
+    dtype: str
+    meta: dict[str, str]
+    golden: Any = None
+
+
+def prepare(device: str, golden_path: str | None = None) -> Setup:
+    """Set MindSpore up before torch runs anything (singan_ms.device latches the CPU oneDNN ISA for
+    MindSpore's copy only; see singan_ms/device.py), then torch, unless a golden file replaces it.
+    Used by parity/conftest.py and by `python -m convert demo`; raises RuntimeError with a clear message.
+    On CPU it leaves torch at one thread: callers that go on to other work restore their own count."""
+    if device not in DEVICES:
+        raise RuntimeError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    from singan_ms.device import DeviceError, setup
+
+    try:
+        setup(device, mode="pynative")
+    except DeviceError as exc:
+        raise RuntimeError(f"--device {device}: MindSpore cannot run here: {exc}") from None
+    import mindspore as ms
+
+    meta = {"device": device, "mindspore": ms.__version__, "mode": "pynative (+jit train step)"}
+    dtype = "fp32"
+    if device == "Ascend":
+        # Cube units compute convs/matmuls in fp16 unless told otherwise: record what this run used.
+        try:
+            mode = (ms.get_context("ascend_config") or {}).get("precision_mode", "default (force_fp16)")
+        except Exception:  # noqa: BLE001 - older/newer MindSpore spell it differently; record that we could not
+            mode = "unknown"
+        meta["ascend_precision_mode"] = str(mode)
+        dtype = "fp32" if "must_keep_origin_dtype" in str(mode) else "fp16"
+    meta["tolerance_dtype"] = dtype
+    if golden_path:
+        from parity.golden import Golden
+
+        golden = Golden(golden_path)
+        meta.update(reference=f"golden {golden_path}", **{f"golden_{k}": v for k, v in golden.meta.items()})
+        return Setup(Context(), dtype, meta, golden)
+    import torch
+
+    ctx = Context()
+    if device == "GPU":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device GPU: torch sees no CUDA device for the reference")
+        # TF32 would make the reference itself a 1e-3 approximation.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        ctx = Context(torch_device="cuda")
+    else:
+        # torch's and MindSpore's OpenMP pools spin against each other on a small CPU: torch with its
+        # default threads ran 10-70x slower once MindSpore had started (measured on 2 cores).
+        torch.set_num_threads(1)
+    meta.update(reference=f"torch {torch.__version__} on {ctx.torch_device}",
+                tf32=str(torch.backends.cuda.matmul.allow_tf32))
+    return Setup(ctx, dtype, meta)
 
 
 @dataclass
