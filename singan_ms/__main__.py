@@ -1,14 +1,26 @@
-"""`python -m singan_ms train | dehaze`: the MindSpore side's command line (singan_torch's flags, plus --init)."""
+"""`python -m singan_ms train | dehaze`: the MindSpore side's command line (singan_torch's flags, plus --init).
+
+msrun launches a script path, not a module, so data-parallel training runs this file directly:
+`msrun --worker_num N ... singan_ms/__main__.py train ...` (docs/distributed.md).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import warnings
 from pathlib import Path
 
-from singan_common import cli
-from singan_common.dehazing import add_dehaze_args
+if not __package__:
+    # Run as a script (msrun's way): Python put singan_ms/ itself first on sys.path, where its modules would
+    # shadow top-level names (train, model, ...) and the project root is missing unless the project is installed.
+    # The directory above this package is the project root in a checkout and site-packages in an install.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [str(_here.parent), *(p for p in sys.path if Path(p or ".").resolve() != _here)]
+
+from singan_common import cli  # noqa: E402
+from singan_common.dehazing import add_dehaze_args  # noqa: E402
 
 PROG = "python -m singan_ms"
 
@@ -36,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from singan_ms import distributed
     from singan_ms.train import train
 
     if a.resume:
@@ -46,12 +59,16 @@ def cmd_train(a: argparse.Namespace) -> int:
         if not (a.hazy and a.out):
             raise ValueError("train needs --hazy and --out (or --resume RUN_DIR)")
         run_dir = Path(a.out)
-    with warnings.catch_warnings():
+    # Under msrun this joins the cluster and trains this rank's shard (docs/distributed.md); in msrun's scheduler
+    # process it serves the cluster and exits instead.
+    with distributed.process_group(a.device) as device, warnings.catch_warnings():
         warnings.simplefilter("always")
         train(run_dir, a.hazy, a.clear, cli.model_config_from_args(a), cli.train_config_from_args(a),
-              vgg_weights=a.vgg_weights, resume=bool(a.resume), device=a.device, progress_bar=not a.no_progress,
+              vgg_weights=a.vgg_weights, resume=bool(a.resume), device=device, progress_bar=not a.no_progress,
               init=a.init, safetensors=a.safetensors)
-    print(f"checkpoints, train_state.ckpt and loss_log.csv are in {run_dir}")
+        main = distributed.is_main()
+    if main:
+        print(f"checkpoints, train_state.ckpt and loss_log.csv are in {run_dir}")
     return 0
 
 

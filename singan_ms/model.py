@@ -8,7 +8,8 @@ L = lambda_GAN L_adv + lambda_NCE L_cl + lambda_perceptual L_p + lambda_MMD L_mm
 The whole iteration (both gradient computations and all three optimiser updates) is one compiled graph
 (`TrainStep`, run through mindspore.jit); G's first forward pass is differentiated with mindspore.vjp and reused
 by both steps, as torch's autograd reuses it, so G runs forward once per iteration (and BatchNorm running stats
-move exactly as often as in torch).
+move exactly as often as in torch). Under msrun (singan_ms.distributed) the step also averages each network's
+gradients over the ranks before its update, inside the same graph.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mindspore import Tensor, nn, ops
 from singan_common import architecture as arch
 from singan_common.config import ModelConfig, TrainConfig, lr_factor
 from singan_common.rng import StepDraws, step_draws
+from singan_ms import distributed
 from singan_ms.losses import GANLoss, MMDLoss, PatchNCELoss, PerceptualLoss, sample_positions, to_tensor
 from singan_ms.networks import GaussianHighPass, define_D, define_F, define_G, define_vgg
 from singan_ms.optim import Adam
@@ -120,6 +122,13 @@ class TrainStep(nn.Cell):
         # d(loss)/d(fake) (position 0) and d(loss)/d(G, F params used after the first forward pass).
         self.grad_G = ms.value_and_grad(self.losses.generator_loss, 0,
                                         self.optimizer_G.parameters + self.optimizer_F.parameters, has_aux=True)
+        # Under msrun: average each gradient tuple over ranks before its optimiser (singan_ms.distributed). In a
+        # single process these are None and `data_parallel` is a compile-time False, so the compiled graph is the
+        # one without data parallelism.
+        self.reduce_D = distributed.grad_reducer(self.optimizer_D.parameters)
+        self.reduce_G = distributed.grad_reducer(self.optimizer_G.parameters)
+        self.reduce_F = distributed.grad_reducer(self.optimizer_F.parameters)
+        self.data_parallel = self.reduce_D is not None
 
     def g_forward(self, real_A: Tensor) -> tuple[Tensor, list[Tensor]]:
         fake, feats = self.netG.forward_with_features(real_A, self.nce_layers)
@@ -129,6 +138,8 @@ class TrainStep(nn.Cell):
                   neg_noise: tuple[Tensor, ...], ids_fake: Tensor, ids_real: Tensor) -> tuple[Tensor, ...]:
         fake, g_vjp, feat_k = ms.vjp(self.g_forward, real_A, weights=self.optimizer_G.parameters, has_aux=True)
         (loss_D, loss_D_real, loss_D_fake), grads_D = self.grad_D(fake, real_B)
+        if self.data_parallel:
+            grads_D = self.reduce_D(grads_D)
         d_done = self.optimizer_D(grads_D)
         # The G step must see the updated D (as torch's does): order it after D's update explicitly.
         fake_g = ops.depend(fake, d_done)
@@ -137,7 +148,10 @@ class TrainStep(nn.Cell):
             fake_g, feat_k, real_A, real_B, patch_ids, neg_noise, ids_fake, ids_real)
         _, grads_G_forward = g_vjp(grad_fake)
         grads_G = tuple(a + b for a, b in zip(grads_GF[: self.n_G], grads_G_forward))
-        done = ops.depend(self.optimizer_G(grads_G), self.optimizer_F(grads_GF[self.n_G:]))
+        grads_F = grads_GF[self.n_G:]
+        if self.data_parallel:
+            grads_G, grads_F = self.reduce_G(grads_G), self.reduce_F(grads_F)
+        done = ops.depend(self.optimizer_G(grads_G), self.optimizer_F(grads_F))
         loss_G = ops.depend(loss_G, done)
         return loss_D, loss_D_real, loss_D_fake, loss_G, loss_gan, loss_nce, loss_p, loss_mmd
 

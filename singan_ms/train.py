@@ -5,8 +5,11 @@ Mirrors singan_torch/train.py. Run directory layout:
   latest_net_{G,D,F}.ckpt     parameters after the last finished epoch or stop (.safetensors with --safetensors)
   <epoch>_net_{G,D,F}.ckpt    every save_epoch_freq epochs
   train_state.ckpt            nets + Adam state (exp_avg, exp_avg_sq, step, lr) + progress: resume is bit-exact
-  loss_log.csv                one row per iteration (same columns as singan_torch's)
+  loss_log.csv                one row per iteration (same columns as singan_torch's; under msrun: the global
+                              batch's losses, averaged over ranks)
+  ranks/rank<r>.csv           under msrun only: each rank's own losses on its shard, written by that rank
 Every file is written under a temporary name and renamed, so an interrupted run never leaves a torn file.
+Under msrun (singan_ms.distributed) rank 0 alone writes everything except its ranks/ file.
 """
 
 from __future__ import annotations
@@ -25,13 +28,18 @@ from singan_common.config import CONFIG_FILE, ConfigError, ModelConfig, RunConfi
 from singan_common.data import UnpairedDataset, resolve_folders
 from singan_common.fsutil import atomic_path
 from singan_common.losslog import LossLog
+from singan_common.rng import StepDraws, shard_step_draws
+from singan_ms import distributed
 from singan_ms.model import LOSS_NAMES, SinGANDehazeModel, draws_for
 from singan_ms.networks import load_into, read_weights
 
 STATE_FILE = "train_state.ckpt"
 LOG_FILE = "loss_log.csv"
+RANK_LOG_DIR = "ranks"
 LOG_FIELDS = ("step", "epoch", "iter", "lr", *LOSS_NAMES, "seconds")
 STATE_FORMAT = "singan_ms.train_state/1"
+# The train_state entry holding the number of processes that trained the run (absent: 1, as before msrun support).
+WORLD_SIZE_ENTRY = "world_size"
 
 
 class ResumeError(ValueError):
@@ -54,12 +62,16 @@ def save_params(entries: list[dict], path: Path, append: dict | None = None) -> 
 
 
 def save_networks(model: SinGANDehazeModel, run_dir: Path, label: str, suffix: str = ".ckpt") -> None:
+    if not distributed.is_main():  # every rank holds the same weights; one writer
+        return
     for name, net in model.nets.items():
         entries = [{"name": k, "data": Tensor(p.asnumpy())} for k, p in net.parameters_and_names()]
         save_params(entries, run_dir / f"{label}_net_{name}{suffix}")
 
 
 def save_train_state(model: SinGANDehazeModel, run_dir: Path, progress: Progress) -> None:
+    if not distributed.is_main():
+        return
     entries = []
     for key, net in model.nets.items():
         entries += [{"name": f"net_{key}/{k}", "data": Tensor(p.asnumpy())} for k, p in net.parameters_and_names()]
@@ -69,6 +81,8 @@ def save_train_state(model: SinGANDehazeModel, run_dir: Path, progress: Progress
     # The randomness plan is counter-based: (seed, epoch, batch, step) *is* the RNG state.
     entries += [{"name": f"progress/{k}", "data": Tensor(np.int64(v))}
                 for k, v in (("epoch", progress.epoch), ("batch", progress.batch), ("step", progress.step))]
+    # (epoch, batch) index each rank's shard, which depends on the number of processes.
+    entries.append({"name": WORLD_SIZE_ENTRY, "data": Tensor(np.int64(distributed.world_size()))})
     save_params(entries, run_dir / STATE_FILE)
 
 
@@ -85,8 +99,13 @@ def load_train_state(model: SinGANDehazeModel, run_dir: Path) -> Progress:
             for p in (*opt.exp_avg, *opt.exp_avg_sq, opt.step, opt.lr):
                 p.set_data(Tensor(state[f"opt_{key}/{p.name}"]))
         progress = Progress(**{k: int(state[f"progress/{k}"]) for k in ("epoch", "batch", "step")})
+        stored_world = int(state.get(WORLD_SIZE_ENTRY, 1))
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         raise ResumeError(f"{path}: cannot resume from this file ({type(exc).__name__}: {exc})") from None
+    if stored_world != distributed.world_size():
+        raise ResumeError(f"{path}: this run was trained by {stored_world} process(es) and is resumed by "
+                          f"{distributed.world_size()}; resume with the same number (a batch index means a "
+                          "different shard otherwise)")
     return progress
 
 
@@ -109,7 +128,8 @@ def train(run_dir: str | Path, hazy: str | Path, clear: str | Path | None, model
           safetensors: bool = False) -> SinGANDehazeModel:
     """Train (or resume) in `run_dir`; returns the model after the last step.
 
-    On resume the run's stored config is used (model_cfg / train_cfg are ignored) except max_steps."""
+    On resume the run's stored config is used (model_cfg / train_cfg are ignored) except max_steps.
+    Inside singan_ms.distributed.process_group this process trains its rank's shard data-parallel."""
     from singan_ms.device import setup
 
     run_dir = Path(run_dir)
@@ -117,29 +137,65 @@ def train(run_dir: str | Path, hazy: str | Path, clear: str | Path | None, model
         if not (run_dir / CONFIG_FILE).is_file():
             raise ResumeError(f"{run_dir / CONFIG_FILE}: not found; is {run_dir} a singan_ms run directory?")
         stored = RunConfig.load(run_dir / CONFIG_FILE)
+        # The stored config wins, except the step limit: extending a stopped run is what resume is for.
         model_cfg, train_cfg = stored.model, dataclasses.replace(stored.train, max_steps=train_cfg.max_steps)
     elif (run_dir / STATE_FILE).exists():
         raise ConfigError(f"{run_dir}: already holds a run; pass --resume {run_dir} or choose another --out")
+    distributed.check_norm(model_cfg, device)
     dataset = UnpairedDataset(*resolve_folders(hazy, clear), load_size=train_cfg.load_size,
-                              crop_size=train_cfg.crop_size, flip=train_cfg.flip, seed=train_cfg.seed)
-    device = setup(device, mode="graph")
+                              crop_size=train_cfg.crop_size, flip=train_cfg.flip, seed=train_cfg.seed,
+                              rank=distributed.rank(), world_size=distributed.world_size())
+    # Under msrun process_group has set the device already; the same index again keeps each rank on its own.
+    device = setup(device, mode="graph", device_id=distributed.local_device_id(device))
     run_dir.mkdir(parents=True, exist_ok=True)
     model = SinGANDehazeModel(model_cfg, train_cfg, vgg_weights=vgg_weights, device=device)
     if init is not None and not resume:
         load_init(model, Path(init))
     progress = load_train_state(model, run_dir) if resume else Progress()
-    RunConfig(model_cfg, train_cfg).save(run_dir / CONFIG_FILE)
-    log = LossLog(run_dir / LOG_FILE, progress.step if resume else None, LOG_FIELDS)
+    main = distributed.is_main()
+    resume_step = progress.step if resume else None
+    if main:
+        RunConfig(model_cfg, train_cfg).save(run_dir / CONFIG_FILE)
+    logs = RunLogs(LossLog(run_dir / LOG_FILE, resume_step, LOG_FIELDS) if main else None,
+                   LossLog(rank_log_path(run_dir, distributed.rank()), resume_step, LOG_FIELDS)
+                   if distributed.is_distributed() else None)
     try:
-        _loop(model, dataset, run_dir, progress, log, progress_bar, ".safetensors" if safetensors else ".ckpt")
+        _loop(model, dataset, run_dir, progress, logs, progress_bar and main,
+              ".safetensors" if safetensors else ".ckpt")
     finally:
-        log.close()
+        logs.close()
     return model
 
 
-def _loop(model: SinGANDehazeModel, dataset: UnpairedDataset, run_dir: Path, progress: Progress, log: LossLog,
+def rank_log_path(run_dir: Path, rank: int) -> Path:
+    return run_dir / RANK_LOG_DIR / f"rank{rank}.csv"
+
+
+@dataclass
+class RunLogs:
+    """The run's loss log (rank 0 only; the global batch's losses) and, under msrun, this rank's own log."""
+
+    run: LossLog | None
+    rank: LossLog | None
+
+    def write(self, row: dict, local: dict[str, float], seconds: float) -> dict[str, float]:
+        """Log one step; returns the losses of the global batch (equal to `local` in a single process)."""
+        if self.rank is not None:
+            self.rank.write({**row, **local, "seconds": seconds})
+        losses = distributed.mean_over_ranks(local)  # a collective: every rank calls it
+        if self.run is not None:
+            self.run.write({**row, **losses, "seconds": seconds})
+        return losses
+
+    def close(self) -> None:
+        for log in (self.run, self.rank):
+            if log is not None:
+                log.close()
+
+
+def _loop(model: SinGANDehazeModel, dataset: UnpairedDataset, run_dir: Path, progress: Progress, logs: RunLogs,
           progress_bar: bool, suffix: str) -> None:
-    cfg, tcfg = model.cfg, model.train_cfg
+    tcfg = model.train_cfg
     n_batches = dataset.num_batches(tcfg.batch_size)
     total = tcfg.total_epochs * n_batches
     if tcfg.max_steps:
@@ -156,13 +212,12 @@ def _loop(model: SinGANDehazeModel, dataset: UnpairedDataset, run_dir: Path, pro
                     return
                 t0 = time.perf_counter()
                 batch = dataset.batch(progress.epoch, progress.batch, tcfg.batch_size)
-                b, _, h, w = batch.hazy.shape
-                draws = draws_for(cfg, tcfg.seed, progress.step, b, h, w)
-                losses = model.optimize(batch.hazy, batch.clear, draws)
+                draws = local_draws(model, progress.step, batch.hazy.shape)
+                local = model.optimize(batch.hazy, batch.clear, draws)
                 progress.step += 1
                 progress.batch += 1
-                log.write({"step": progress.step, "epoch": progress.epoch, "iter": progress.batch, "lr": lr, **losses,
-                           "seconds": time.perf_counter() - t0})
+                losses = logs.write({"step": progress.step, "epoch": progress.epoch, "iter": progress.batch, "lr": lr},
+                                    local, time.perf_counter() - t0)
                 bar.update(1)
                 bar.set_postfix(epoch=progress.epoch, G=f"{losses['loss_G']:.3f}", D=f"{losses['loss_D']:.3f}")
             save_networks(model, run_dir, "latest", suffix)
@@ -173,3 +228,12 @@ def _loop(model: SinGANDehazeModel, dataset: UnpairedDataset, run_dir: Path, pro
             save_train_state(model, run_dir, progress)
     finally:
         bar.close()
+
+
+def local_draws(model: SinGANDehazeModel, step: int, shape: tuple[int, ...]) -> StepDraws:
+    """This process's draws for `step`: drawn for the global batch (every rank holds equally many images), then
+    sliced to this rank's images, so N processes draw the numbers one process with the global batch draws."""
+    b, _, h, w = shape
+    world = distributed.world_size()
+    draws = draws_for(model.cfg, model.train_cfg.seed, step, b * world, h, w)
+    return shard_step_draws(draws, distributed.rank(), world)
