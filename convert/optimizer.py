@@ -35,6 +35,7 @@ NETS = ("G", "D", "F")
 TORCH_STATE_FILE = "train_state.pth"
 MS_STATE_FILE = "train_state.ckpt"
 TORCH_FORMAT = "singan_torch.train_state/1"
+WORLD_SIZE = "world_size"  # the entry both trainers write (singan_ms.train.WORLD_SIZE_ENTRY)
 
 
 @dataclass
@@ -107,13 +108,17 @@ def read_torch_state(path: Path) -> TrainState:
         progress = {k: int(obj["progress"][k]) for k in ("epoch", "batch", "step")}
     except (KeyError, TypeError) as exc:
         raise ConvertError(f"{path}: training state lacks {exc}") from None
-    world = int(obj.get("world_size", 1))
-    if world != 1:
-        # Each rank's shard is indexed by (epoch, batch) and the world size; singan_ms trains in one process.
-        raise ConvertError(f"{path}: written by a {world}-process run; its data position means a different shard "
-                           "in one process. Convert a single-process state (or its latest_net_* files for weights).")
+    check_single_process(path, int(obj.get("world_size", 1)))
     counters = {k: counters_of(v) for k, v in nets.items()}
     return TrainState(nets, {k: _torch_adam(path, k, v) for k, v in raw_opts.items()}, progress, path, counters)
+
+
+def check_single_process(path: Path, world: int) -> None:
+    """A data-parallel run's (epoch, batch) names each rank's shard for its world size: converted as a
+    one-process state it would resume on other data, so it is refused (its weights convert fine)."""
+    if world != 1:
+        raise ConvertError(f"{path}: written by a {world}-process run; its data position means a different shard "
+                           "in one process. Convert a single-process state (or its latest_net_* files for weights).")
 
 
 def _torch_adam(path: Path, key: str, sd: dict) -> AdamState:
@@ -146,6 +151,7 @@ def read_ms_state(path: Path) -> TrainState:
                                 float(flat[p + "step"]), float(flat[p + "lr"]))
         except KeyError as exc:
             raise ConvertError(f"{path}: training state lacks {exc}") from None
+    check_single_process(path, int(flat.get(WORLD_SIZE, 1)))
     progress = {k: int(flat[f"progress/{k}"]) for k in ("epoch", "batch", "step")}
     counters = {k: {n[len(f"{COUNTER}/net_{k}/"):]: int(v) for n, v in flat.items()
                     if n.startswith(f"{COUNTER}/net_{k}/")} for k in NETS}
@@ -167,6 +173,7 @@ def plan_state(state: TrainState, direction: str, run_cfg: RunConfig, converted_
         for k in NETS:
             entries.update(_ms_adam_entries(state, k, cfg))
         entries.update({f"progress/{k}": np.asarray(v, np.int64) for k, v in state.progress.items()})
+        entries[WORLD_SIZE] = np.asarray(1, np.int64)
         # singan_ms ignores these; they let ms2torch restore BatchNorm counters bit for bit.
         entries.update({f"{COUNTER}/net_{k}/{n}": np.asarray(v, np.int64)
                         for k in NETS for n, v in state.counters[k].items()})

@@ -129,3 +129,17 @@ def test_state_from_a_multi_process_run_is_refused(tmp_path, data):
 
         convert(tmp_path / "t", "torch2ms", tmp_path / "ms", report=lambda s: None)
     assert not (tmp_path / "ms").exists()
+    # the MindSpore side: a state written by a 2-worker msrun run is refused the same way
+    state["world_size"] = 1
+    torch.save(state, tmp_path / "t" / "train_state.pth")
+    assert main(["torch2ms", str(tmp_path / "t" / "train_state.pth"), "-o", str(tmp_path / "ms1")]) == 0
+    ck = ms.load_checkpoint(str(tmp_path / "ms1" / "train_state.ckpt"))
+    assert int(ck["world_size"].asnumpy()) == 1  # what singan_ms.train writes and checks on resume
+    entries = [{"name": k, "data": v} for k, v in ck.items() if k != "world_size"]
+    entries.append({"name": "world_size", "data": ms.Tensor(np.int64(2))})
+    ms.save_checkpoint(entries, str(tmp_path / "ms1" / "train_state.ckpt"))
+    with pytest.raises(ConvertError, match="2-process run"):
+        from convert.core import convert
+
+        convert(tmp_path / "ms1" / "train_state.ckpt", "ms2torch", tmp_path / "pt", report=lambda s: None)
+    assert not (tmp_path / "pt").exists()
