@@ -4,7 +4,7 @@ Each measurement runs in a fresh subprocess so peak RSS belongs to that job alon
 default SinGAN-Dehaze G (stride2, 9 blocks) with seeded weights; the photo is scikit-image's astronaut,
 resized to 4000x3000. Results go to stdout as markdown rows for docs/benchmarks.md.
 
-    python bench/dehaze.py --framework torch ms --tile 512 --overlap 32
+    python bench/dehaze.py --framework torch ms --tile 512 --overlap 32 [--jobs tiled_12mp throughput]
 """
 
 from __future__ import annotations
@@ -93,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--framework", nargs="+", choices=("torch", "ms"), default=["torch", "ms"])
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--overlap", type=int, default=32)
+    p.add_argument("--jobs", nargs="+", choices=("tiled_12mp", "throughput"), default=["tiled_12mp", "throughput"])
     a = p.parse_args(argv)
     print("| framework | job | result | peak RSS (MiB) |")
     print("|---|---|---|---|")
     for fw in a.framework:
-        for job in ("tiled_12mp", "throughput"):
+        for job in a.jobs:
             r = run_job(fw, job, a.tile, a.overlap)
             value = (f"{r['images_per_s']:.2f} img/s at 512x512" if job == "throughput"
                      else f"{r['seconds']:.1f} s for 4000x3000, tile {a.tile}, overlap {a.overlap}")
