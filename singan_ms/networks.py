@@ -69,8 +69,7 @@ class InstanceNorm2d(nn.Cell):
     nn.InstanceNorm2d is unsupported on CPU. GroupNorm with one group per channel is the same normalisation
     (per sample, per channel, biased variance) and has no parameters, so the state dict stays torch's.
     Measured alternatives (docs/benchmarks.md): ops.BatchNorm on (1, N*C, H, W) in training mode is 2.5-4x faster
-    but 4-5x less accurate, enough to fail the parity harness; a hand-written mean/var is slower than group_norm
-(docs/porting.md)."""
+    but 4-5x less accurate, enough to fail the parity harness; a hand-written mean/var is slower than group_norm."""
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
