@@ -12,7 +12,8 @@ import torch
 
 from singan_ms.device import setup
 
-setup("CPU", "pynative")
+MS_MODE = "pynative"  # tests/conftest.py re-applies it before each test
+setup("CPU", MS_MODE)
 
 import mindspore as ms  # noqa: E402
 
