@@ -1,12 +1,15 @@
-"""The training loss log (`loss_log.csv`) both frameworks' trainers write, one row per iteration."""
+"""The training loss logs both frameworks' trainers write, one row per iteration: the run's `loss_log.csv` and,
+in a data-parallel run, each process's own `ranks/rank<r>.csv`."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from singan_common.fsutil import atomic_path
+
+RANK_LOG_DIR = "ranks"
 
 
 class LossLog:
@@ -31,3 +34,32 @@ class LossLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def rank_log_path(run_dir: Path, rank: int) -> Path:
+    return run_dir / RANK_LOG_DIR / f"rank{rank}.csv"
+
+
+class RunLogs:
+    """The run's loss log (main process only; the global batch's losses) and, in a data-parallel run, this
+    process's own log. `mean_over_ranks` is the framework's collective (identity in a single process)."""
+
+    def __init__(self, run_dir: Path, log_file: str, fields: Sequence[str], resume_step: int | None, main: bool,
+                 rank: int | None, mean_over_ranks: Callable[[dict[str, float]], dict[str, float]]) -> None:
+        self.run = LossLog(run_dir / log_file, resume_step, fields) if main else None
+        self.rank = LossLog(rank_log_path(run_dir, rank), resume_step, fields) if rank is not None else None
+        self.mean_over_ranks = mean_over_ranks
+
+    def write(self, row: dict, local: dict[str, float], seconds: float) -> dict[str, float]:
+        """Log one step; returns the losses of the global batch (equal to `local` in a single process)."""
+        if self.rank is not None:
+            self.rank.write({**row, **local, "seconds": seconds})
+        losses = self.mean_over_ranks(local)  # a collective: every rank calls it
+        if self.run is not None:
+            self.run.write({**row, **losses, "seconds": seconds})
+        return losses
+
+    def close(self) -> None:
+        for log in (self.run, self.rank):
+            if log is not None:
+                log.close()

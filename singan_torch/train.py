@@ -24,14 +24,13 @@ from tqdm import tqdm
 from singan_common.config import CONFIG_FILE, ConfigError, ModelConfig, RunConfig, TrainConfig
 from singan_common.data import UnpairedDataset, resolve_folders
 from singan_common.fsutil import atomic_path
-from singan_common.losslog import LossLog
+from singan_common.losslog import RunLogs
 from singan_common.rng import StepDraws, shard_step_draws
 from singan_torch import distributed
 from singan_torch.model import LOSS_NAMES, SinGANDehazeModel, draws_for
 
 STATE_FILE = "train_state.pth"
 LOG_FILE = "loss_log.csv"
-RANK_LOG_DIR = "ranks"
 LOG_FIELDS = ("step", "epoch", "iter", "lr", *LOSS_NAMES, "seconds")
 
 
@@ -126,40 +125,13 @@ def train(run_dir: str | Path, hazy: str | Path, clear: str | Path | None, model
     resume_step = progress.step if resume else None
     if main:
         RunConfig(model_cfg, train_cfg).save(run_dir / CONFIG_FILE)
-    logs = RunLogs(LossLog(run_dir / LOG_FILE, resume_step, LOG_FIELDS) if main else None,
-                   LossLog(rank_log_path(run_dir, distributed.rank()), resume_step, LOG_FIELDS)
-                   if distributed.is_distributed() else None)
+    logs = RunLogs(run_dir, LOG_FILE, LOG_FIELDS, resume_step, main,
+                   distributed.rank() if distributed.is_distributed() else None, distributed.mean_over_ranks)
     try:
         _loop(model, dataset, run_dir, progress, logs, progress_bar and main)
     finally:
         logs.close()
     return model
-
-
-def rank_log_path(run_dir: Path, rank: int) -> Path:
-    return run_dir / RANK_LOG_DIR / f"rank{rank}.csv"
-
-
-@dataclass
-class RunLogs:
-    """The run's loss log (rank 0 only; the global batch's losses) and, under torchrun, this rank's own log."""
-
-    run: LossLog | None
-    rank: LossLog | None
-
-    def write(self, row: dict, local: dict[str, float], seconds: float) -> dict[str, float]:
-        """Log one step; returns the losses of the global batch (equal to `local` in a single process)."""
-        if self.rank is not None:
-            self.rank.write({**row, **local, "seconds": seconds})
-        losses = distributed.mean_over_ranks(local)  # a collective: every rank calls it
-        if self.run is not None:
-            self.run.write({**row, **losses, "seconds": seconds})
-        return losses
-
-    def close(self) -> None:
-        for log in (self.run, self.rank):
-            if log is not None:
-                log.close()
 
 
 def _loop(model: SinGANDehazeModel, dataset: UnpairedDataset, run_dir: Path, progress: Progress, logs: RunLogs,
