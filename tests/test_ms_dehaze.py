@@ -13,6 +13,7 @@ from singan_ms.__main__ import main
 from singan_ms.networks import define_G
 from singan_torch.__main__ import main as torch_main
 from singan_torch.networks import define_G as torch_define_G
+from tests.test_torch_dehaze import photos
 
 CFG = ModelConfig(ngf=8, n_blocks=2, nce_layers=(0, 4, 8))
 
@@ -26,14 +27,6 @@ def weights(tmp_path):
     torch.save(torch_define_G(CFG, 0).state_dict(), run / "latest_net_G.pth")
     RunConfig(model=CFG).save(run / "run_config.json")
     return run
-
-
-def photos(folder, sizes=((30, 41), (64, 64))):
-    folder.mkdir(parents=True, exist_ok=True)
-    g = np.random.default_rng(0)
-    for i, (h, w) in enumerate(sizes):
-        Image.fromarray((g.random((h, w, 3)) * 255).astype(np.uint8)).save(folder / f"img{i}.png")
-    return folder
 
 
 def test_folder_dehaze_keeps_sizes_skips_existing_and_equals_torch(tmp_path, weights, capsys):

@@ -8,11 +8,9 @@ single-writer rules, the world-size record, the sliced draws and the single-proc
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +31,7 @@ from mindspore import Tensor  # noqa: E402
 from parity.cases import structural_zero_biases  # noqa: E402
 from singan_common import cli  # noqa: E402
 from singan_common.config import ConfigError, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from singan_common.losslog import rank_log_path  # noqa: E402
 from singan_common.rng import shard_step_draws  # noqa: E402
 from singan_ms import distributed  # noqa: E402
 from singan_ms.__main__ import build_parser  # noqa: E402
@@ -45,11 +44,11 @@ from singan_ms.train import (  # noqa: E402
     Progress,
     ResumeError,
     local_draws,
-    rank_log_path,
     save_networks,
     save_train_state,
     train,
 )
+from tests.distributed_logs import check_global_batch_logs, free_port, read_log  # noqa: E402
 from tests.test_common import make_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,20 +80,9 @@ CLI_TRAIN = ["--load-size", "36", "--crop-size", "32", "--seed", "3", "--n-epoch
              "--save-epoch-freq", "1", "--no-progress"]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def msrun_executable() -> str | None:
     # msrun starts its workers with the `python` on PATH, so this interpreter's bin directory goes first.
     return shutil.which("msrun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-
-
-def read_log(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def cli_configs(args: list[str]) -> tuple[ModelConfig, TrainConfig]:
@@ -163,24 +151,10 @@ def test_two_workers_train_what_one_process_with_the_global_batch_trains(runs: R
     assert {p.name for p in (two / "ranks").iterdir()} == {f"rank{r}.csv" for r in range(WORLD)}
 
     # Losses: the run log holds the global batch's losses (mean over ranks), step by step.
-    rows2, rows1 = read_log(two / LOG_FILE), read_log(one / LOG_FILE)
-    assert [(r["step"], r["epoch"], r["iter"], r["lr"]) for r in rows2] == \
-           [(r["step"], r["epoch"], r["iter"], r["lr"]) for r in rows1] and len(rows1) == 4
+    logs = check_global_batch_logs(two, one, LOG_FILE, WORLD, LOSS_NAMES, LOSS_ATOL, LOSS_RTOL, CSV_RTOL)
+    rows1, per_rank = logs.rows1, logs.per_rank
     assert len({r["lr"] for r in rows1}) == 2  # the decay epoch changed the learning rate
-    worst_rel = worst_small = 0.0
-    for a, b in zip(rows2, rows1, strict=True):
-        for k in LOSS_NAMES:
-            x, y = float(a[k]), float(b[k])
-            assert abs(x - y) <= LOSS_ATOL + LOSS_RTOL * abs(y), f"step {a['step']} {k}: {x} vs {y}"
-            if abs(y) >= 1e-3:
-                worst_rel = max(worst_rel, abs(x - y) / abs(y))
-            else:
-                worst_small = max(worst_small, abs(x - y))
-    per_rank = [read_log(rank_log_path(two, r)) for r in range(WORLD)]
-    for step, row in enumerate(rows2):
-        for k in LOSS_NAMES:
-            mean = sum(float(log[step][k]) for log in per_rank) / WORLD
-            assert mean == pytest.approx(float(row[k]), rel=CSV_RTOL, abs=1e-12)
+    for step in range(len(rows1)):
         # Each rank trained on its own shard: the ranks' own losses differ (a missing shard would not).
         assert per_rank[0][step]["loss_G"] != per_rank[1][step]["loss_G"]
 
@@ -218,8 +192,8 @@ def test_two_workers_train_what_one_process_with_the_global_batch_trains(runs: R
         diff = float(np.abs(outs[0] - outs[1]).max())
         worst_out = max(worst_out, diff)
         assert diff <= OUTPUT_ATOL, f"{name} output differs by {diff}"
-    print(f"\n2 msrun workers x 1 vs 1 x 2, {len(rows1)} steps: losses {worst_rel:.2g} rel (small ones "
-          f"{worst_small:.2g} abs), weights {worst_w:.2g}, structural-zero biases {worst_s:.2g} (bound "
+    print(f"\n2 msrun workers x 1 vs 1 x 2, {len(rows1)} steps: losses {logs.worst_rel:.2g} rel (small ones "
+          f"{logs.worst_small:.2g} abs), weights {worst_w:.2g}, structural-zero biases {worst_s:.2g} (bound "
           f"{STRUCTURAL_BOUND * lr_total:.2g}), G/D outputs {worst_out:.2g}; both runs {runs.seconds:.0f} s "
           f"wall together, the workers' first (compiling) step {runs.first_step_seconds:.0f} s")
 

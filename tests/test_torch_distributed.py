@@ -7,10 +7,8 @@ checks the pieces that make the two equal (data shards, sliced draws) and the si
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -32,12 +30,12 @@ from singan_torch.train import (
     Progress,
     ResumeError,
     local_draws,
-    rank_log_path,
     save_networks,
     save_train_state,
     train,
 )
 from tests.ddp_grad_probe import collect
+from tests.distributed_logs import check_global_batch_logs, free_port
 from tests.test_common import make_folder
 from tests.test_torch_train import TINY, tiny_train
 
@@ -62,12 +60,6 @@ OUTPUT_ATOL = 1e-5  # G(x) in [-1, 1] and D(x) on a probe image
 # A structural-zero bias moves by about lr per Adam step on each side, in a direction float noise picks; Adam's
 # m/sqrt(v) can exceed 1 when that noise changes sign, hence 2 (two sides) x 2 (margin) x the summed lr.
 STRUCTURAL_BOUND = 4.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -116,11 +108,6 @@ CLI_TRAIN = ["--load-size", "36", "--crop-size", "32", "--seed", "3", "--n-epoch
              "--save-epoch-freq", "1", "--no-progress"]
 
 
-def read_log(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def test_two_processes_train_what_one_process_with_the_global_batch_trains(tmp_path, data):
     """2 ranks x batch 1 for 2 epochs (4 steps) == 1 process x batch 2, through the real CLI."""
     run2, run1 = tmp_path / "ddp", tmp_path / "single"
@@ -138,23 +125,8 @@ def test_two_processes_train_what_one_process_with_the_global_batch_trains(tmp_p
     assert {p.name for p in (run2 / "ranks").iterdir()} == {f"rank{r}.csv" for r in range(WORLD)}
 
     # Losses: the run log holds the global batch's losses (mean over ranks), step by step.
-    rows2, rows1 = read_log(run2 / LOG_FILE), read_log(run1 / LOG_FILE)
-    assert [(r["step"], r["epoch"], r["iter"], r["lr"]) for r in rows2] == \
-           [(r["step"], r["epoch"], r["iter"], r["lr"]) for r in rows1] and len(rows1) == 4
-    worst_rel = worst_small = 0.0
-    for a, b in zip(rows2, rows1, strict=True):
-        for k in LOSS_NAMES:
-            x, y = float(a[k]), float(b[k])
-            assert abs(x - y) <= LOSS_ATOL + LOSS_RTOL * abs(y), f"step {a['step']} {k}: {x} vs {y}"
-            if abs(y) >= 1e-3:
-                worst_rel = max(worst_rel, abs(x - y) / abs(y))
-            else:
-                worst_small = max(worst_small, abs(x - y))
-    per_rank = [read_log(rank_log_path(run2, r)) for r in range(WORLD)]
-    for step, row in enumerate(rows2):
-        for k in LOSS_NAMES:
-            mean = sum(float(log[step][k]) for log in per_rank) / WORLD
-            assert mean == pytest.approx(float(row[k]), rel=1e-6, abs=1e-12)
+    logs = check_global_batch_logs(run2, run1, LOG_FILE, WORLD, LOSS_NAMES, LOSS_ATOL, LOSS_RTOL, 1e-6)
+    rows1 = logs.rows1
 
     # Weights: all within WEIGHT_ATOL except the structural zeros, which stay within Adam's reach of each other.
     lr_total = sum(float(r["lr"]) for r in rows1)
@@ -188,7 +160,8 @@ def test_two_processes_train_what_one_process_with_the_global_batch_trains(tmp_p
             diff = (nets[0](probe) - nets[1](probe)).abs().max().item()
         worst_out = max(worst_out, diff)
         assert diff <= OUTPUT_ATOL, f"{name} output differs by {diff}"
-    print(f"\n2 ranks x 1 vs 1 x 2, {len(rows1)} steps: losses {worst_rel:.2g} rel (small ones {worst_small:.2g} abs), "
+    print(f"\n2 ranks x 1 vs 1 x 2, {len(rows1)} steps: losses {logs.worst_rel:.2g} rel "
+          f"(small ones {logs.worst_small:.2g} abs), "
           f"weights {worst_w:.2g}, structural-zero biases {worst_s:.2g} (bound {STRUCTURAL_BOUND * lr_total:.2g}), "
           f"G/D outputs {worst_out:.2g}")
 
