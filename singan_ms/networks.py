@@ -21,6 +21,7 @@ from singan_common import architecture as arch
 from singan_common.config import ModelConfig
 from singan_common.filters import binomial_filter, gaussian_kernel1d
 from singan_common.rng import ParamSpec, init_tensors
+from singan_ms import native
 
 
 def fixed_filter(value: np.ndarray, name: str) -> Parameter:
@@ -64,19 +65,46 @@ class Upsample(nn.Cell):
 
 
 class InstanceNorm2d(nn.Cell):
-    """torch.nn.InstanceNorm2d(affine=False, track_running_stats=False), eps 1e-5.
+    """torch.nn.InstanceNorm2d(affine=False, track_running_stats=False), eps 1e-5. No parameters, so the state dict
+    stays torch's.
 
-    nn.InstanceNorm2d is unsupported on CPU. GroupNorm with one group per channel is the same normalisation
-    (per sample, per channel, biased variance) and has no parameters, so the state dict stays torch's.
-    Measured alternatives (docs/benchmarks.md): ops.BatchNorm on (1, N*C, H, W) in training mode is 2.5-4x faster
-    but 4-5x less accurate, enough to fail the parity harness; a hand-written mean/var is slower than group_norm."""
+    Training: GroupNorm with one group per channel, the same normalisation (per sample, per channel, biased
+    variance); nn.InstanceNorm2d is unsupported on CPU. Inference (`set_train(False)`, as dehazing runs) on CPU:
+    singan_ms.native's compiled kernel, 3-4x faster and at least as accurate. It is not used for training because
+    a one-ulp change of the forward moves some of F's ReLU inputs, which sit within 1e-7 of zero at
+    initialisation, to the other side of the kink: the parity case `loss/total@24x40` then exceeds its bound
+    (2.05x torch's own float32 error, limit 2x). docs/benchmarks.md has the measurements, including the rejected
+    ops.BatchNorm route."""
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.num_features, self.eps = num_features, eps
+        # The kernel has torch's default eps built in.
+        self.use_kernel = eps == 1e-5 and native.library() is not None
+        self.kernel = NativeInstanceNorm() if self.use_kernel else None
 
     def construct(self, x: Tensor) -> Tensor:
+        if self.use_kernel and not self.training:
+            return self.kernel(x)
         return mint.nn.functional.group_norm(x, self.num_features, eps=self.eps)
+
+
+class NativeInstanceNorm(nn.Cell):
+    """Instance norm (eps 1e-5, float32) by singan_ms.native's compiled kernels; the backward recomputes the
+    statistics from x. A cell-level bprop, because an AOT op's own bprop is handed the outputs of the op's
+    latest call rather than of the call being differentiated (wrong gradients once a layer runs twice a step),
+    and one defined on the class, because PyNative ignores a bprop attached to an instance."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forward_kernel = native.custom("InstanceNormFwd", out_shape=lambda x: x, out_dtype=lambda x: x)
+        self.backward_kernel = native.custom("InstanceNormBwd", out_shape=lambda x, dy: x, out_dtype=lambda x, dy: x)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.forward_kernel(x)
+
+    def bprop(self, x: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor]:
+        return (self.backward_kernel(x, dout),)
 
 
 class Identity(nn.Cell):

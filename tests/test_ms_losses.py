@@ -32,7 +32,12 @@ def models(cfg: ModelConfig = SMALL):
     tc = TrainConfig(seed=3, crop_size=32, load_size=36)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return TM.SinGANDehazeModel(cfg, tc), MM.SinGANDehazeModel(cfg, tc, jit=False)
+        tm, mm = TM.SinGANDehazeModel(cfg, tc), MM.SinGANDehazeModel(cfg, tc, jit=False)
+    # Training mode on both sides, as each trainer runs them (torch modules start in it; MindSpore cells do not, and
+    # singan_ms's instance norm takes its inference kernel outside it).
+    for net in mm.nets.values():
+        net.set_train(True)
+    return tm, mm
 
 
 def test_gan_loss():

@@ -1,0 +1,149 @@
+// CPU kernels for singan_ms, loaded by singan_ms/native.py as MindSpore AOT custom operators.
+//
+// Every function has MindSpore's AOT signature: params holds the inputs' then the outputs' data pointers;
+// ndims / shapes / dtypes describe them. A non-zero return makes MindSpore raise.
+//
+// Threads: plain std::thread over independent slices (planes, element ranges), because MindSpore's thread pool
+// is not reachable from an AOT kernel; the count is OMP_NUM_THREADS if set (msrun sets 1 per worker), else all
+// CPUs, and small tensors run on the calling thread.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+static int n_threads(int64_t work) {
+  int n = (int)std::thread::hardware_concurrency();
+  const char* e = std::getenv("OMP_NUM_THREADS");
+  if (e && std::atoi(e) > 0) n = std::atoi(e);
+  if (n < 1) n = 1;
+  if (work < (1 << 15)) n = 1;
+  return n;
+}
+
+template <class F>
+static void parallel_for(int64_t n, int64_t grain_elems, F f) {
+  int t = n_threads(grain_elems);
+  if (t > n) t = (int)n;
+  if (t <= 1) { f(0, n); return; }
+  std::vector<std::thread> th;
+  int64_t chunk = (n + t - 1) / t;
+  for (int i = 1; i < t; ++i) {
+    int64_t b = i * chunk, e = std::min(n, b + chunk);
+    if (b < e) th.emplace_back(f, b, e);
+  }
+  f(0, std::min(n, chunk));
+  for (auto& x : th) x.join();
+}
+
+static bool all_float32(int nparam, const char** dtypes) {
+  for (int i = 0; i < nparam; ++i)
+    if (std::strcmp(dtypes[i], "float32") != 0 && std::strcmp(dtypes[i], "float") != 0) return false;
+  return true;
+}
+
+// Mean and 1/std (biased variance, two passes, double accumulation) of one plane of n floats.
+static void plane_stats(const float* x, int64_t n, double* mean, double* rstd) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += x[i];
+  const double m = s / n;
+  double q = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = x[i] - m;
+    q += d * d;
+  }
+  *mean = m;
+  *rstd = 1.0 / std::sqrt(q / n + 1e-5);  // torch's default eps
+}
+
+// Instance norm (torch's InstanceNorm2d, affine off, eps 1e-5) of x (N, C, H, W) -> y. Statistics in double
+// and y rounded once: the correctly rounded normalisation up to the double sums' error.
+extern "C" int InstanceNormFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                               void* stream, void* extra) {
+  if (nparam != 2 || !all_float32(nparam, dtypes) || ndims[0] < 3) return 1;
+  const float* x = static_cast<const float*>(params[0]);
+  float* y = static_cast<float*>(params[1]);
+  const int64_t planes = shapes[0][0] * shapes[0][1];
+  int64_t hw = 1;
+  for (int d = 2; d < ndims[0]; ++d) hw *= shapes[0][d];
+  parallel_for(planes, planes * hw, [=](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      const float* xp = x + p * hw;
+      double mean, r;
+      plane_stats(xp, hw, &mean, &r);
+      float* yp = y + p * hw;
+      for (int64_t i = 0; i < hw; ++i) yp[i] = (float)((xp[i] - mean) * r);
+    }
+  });
+  return 0;
+}
+
+// Gradient of InstanceNormFwd from its input: with xh = (x - mean) * rstd, per plane
+// dx = rstd * (dy - mean(dy) - xh * mean(dy * xh)), all in double. Inputs x, dy; output dx. The statistics are
+// recomputed from x rather than taken from the forward: MindSpore hands an AOT op's bprop the outputs of the
+// op's latest call, not of the call being differentiated, when one layer runs more than once per step.
+extern "C" int InstanceNormBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                               void* stream, void* extra) {
+  if (nparam != 3 || !all_float32(nparam, dtypes) || ndims[0] < 3) return 1;
+  const float* x = static_cast<const float*>(params[0]);
+  const float* dy = static_cast<const float*>(params[1]);
+  float* dx = static_cast<float*>(params[2]);
+  const int64_t planes = shapes[0][0] * shapes[0][1];
+  int64_t hw = 1;
+  for (int d = 2; d < ndims[0]; ++d) hw *= shapes[0][d];
+  parallel_for(planes, planes * hw, [=](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      const float* xp = x + p * hw;
+      const float* gp = dy + p * hw;
+      double mean, r;
+      plane_stats(xp, hw, &mean, &r);
+      double sg = 0, sgx = 0;
+      for (int64_t i = 0; i < hw; ++i) {
+        sg += gp[i];
+        sgx += gp[i] * ((xp[i] - mean) * r);
+      }
+      const double mg = sg / hw, mgx = sgx / hw;
+      float* dp = dx + p * hw;
+      for (int64_t i = 0; i < hw; ++i) dp[i] = (float)(r * (gp[i] - mg - (xp[i] - mean) * r * mgx));
+    }
+  });
+  return 0;
+}
+
+// One torch.optim.Adam step (single-tensor path, no weight decay) for one tensor, rounding as torch's CPU
+// kernels do. Inputs: param, grad, exp_avg, exp_avg_sq, scalars = [lerp_coeff, lerp_small, beta2, 1 - beta2,
+// eps, -step_size, sqrt(bias_correction2)]; outputs: new param, exp_avg, exp_avg_sq.
+// torch fuses two multiply-adds (lerp, addcmul) into FMAs; a double multiply-add of float operands is exact
+// before its final rounding, which reproduces them (singan_ms/optim.py does the same with float64 tensors).
+// Built with -ffp-contract=off so that no other operation gets fused.
+extern "C" int AdamStep(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                        void* stream, void* extra) {
+  if (nparam != 8 || !all_float32(nparam, dtypes)) return 1;
+  const float* p = static_cast<const float*>(params[0]);
+  const float* g = static_cast<const float*>(params[1]);
+  const float* m = static_cast<const float*>(params[2]);
+  const float* v = static_cast<const float*>(params[3]);
+  const float* s = static_cast<const float*>(params[4]);
+  float* po = static_cast<float*>(params[5]);
+  float* mo = static_cast<float*>(params[6]);
+  float* vo = static_cast<float*>(params[7]);
+  int64_t n = 1;
+  for (int d = 0; d < ndims[0]; ++d) n *= shapes[0][d];
+  const float coeff = s[0], beta2 = s[2], omb2 = s[3], eps = s[4], neg_step = s[5], bc2s = s[6];
+  const bool small = s[1] != 0.0f;
+  parallel_for(n, n, [=](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      float gi = g[i], mi = m[i];
+      float base = small ? mi : gi;
+      float mn = (float)((double)base + (double)coeff * (double)(gi - mi));
+      float vn = (float)((double)(v[i] * beta2) + (double)(omb2 * gi) * (double)gi);
+      float denom = std::sqrt(vn) / bc2s + eps;
+      po[i] = p[i] + neg_step * mn / denom;
+      mo[i] = mn;
+      vo[i] = vn;
+    }
+  });
+  return 0;
+}
