@@ -4,14 +4,13 @@ Each measurement runs in a fresh subprocess so peak RSS belongs to that job alon
 default SinGAN-Dehaze G (stride2, 9 blocks) with seeded weights; the photo is scikit-image's astronaut,
 resized to 4000x3000. Results go to stdout as markdown rows for docs/benchmarks.md.
 
-    python bench/dehaze.py --framework torch ms --tile 512 --overlap 32 [--jobs tiled_12mp throughput]
+    python bench/dehaze.py --framework torch ms [ms-operators] --tile 512 --overlap 32 [--jobs tiled_12mp throughput]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench import VARIANTS, variant  # noqa: E402
 
 
 def worker(framework: str, job: str, tile: int, overlap: int, workdir: Path) -> dict:
@@ -78,19 +79,20 @@ def measure(framework: str, job: str, tile: int, overlap: int, workdir: Path) ->
     return {"seconds": time.perf_counter() - t0}
 
 
-def run_job(framework: str, job: str, tile: int, overlap: int) -> dict:
+def run_job(name: str, job: str, tile: int, overlap: int) -> dict:
+    framework, env = variant(name)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from bench.dehaze import worker; "
                 f"from pathlib import Path; r = worker({framework!r}, {job!r}, {tile}, {overlap}, Path({tmp!r})); "
                 f"Path({str(out)!r}).write_text(json.dumps(r))")
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "GLOG_v": "3"})
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
         return json.loads(out.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--framework", nargs="+", choices=("torch", "ms"), default=["torch", "ms"])
+    p.add_argument("--framework", nargs="+", choices=tuple(VARIANTS), default=["torch", "ms"])
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--overlap", type=int, default=32)
     p.add_argument("--jobs", nargs="+", choices=("tiled_12mp", "throughput"), default=["tiled_12mp", "throughput"])
