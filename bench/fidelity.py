@@ -32,7 +32,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -51,6 +50,9 @@ if TYPE_CHECKING:
     from singan_common.rng import StepDraws
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import bench  # noqa: E402
+
 REFERENCE = "torch"
 # Noise floors: PyTorch against itself, each with one legitimate change of float evaluation order:
 #   threads  torch.set_num_threads(floor_threads) instead of ref_threads (oneDNN splits its reductions by thread)
@@ -521,19 +523,6 @@ class LoadSampler:
                 "samples": len(self.samples)}
 
 
-def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return info
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    info.update(cpu_model=model, avx2="avx2" in flags, fma="fma" in flags, avx512f="avx512f" in flags,
-                hypervisor="hypervisor" in flags)
-    return info
-
-
 SOURCE_PACKAGES = ("singan_common", "singan_torch", "singan_ms", "convert", "parity", "bench")
 
 
@@ -850,8 +839,8 @@ def run_experiment(s: Settings, out: Path, json_path: Path | None = None, plots:
         ref_params_path(out, step).unlink(missing_ok=True)
     report = {
         "settings": asdict(s), "command": " ".join(["python", "bench/fidelity.py", *sys.argv[1:]]),
-        "source": source, "machine": machine(), "load_average_1min": load.summary(), "wall_seconds": wall, "jobs": jobs,
-        "process_seconds": seconds,
+        "source": source, "machine": bench.machine(), "load_average_1min": load.summary(), "wall_seconds": wall,
+        "jobs": jobs, "process_seconds": seconds,
         "held_out": [name for name, _, _ in held_out(out)], "probe": held_out(out)[0][0],
         "inputs": inputs, "scores": summaries, "deltas_vs_torch": deltas, "per_image": per_image,
         "dehazed_agreement": {arm: output_agreement(loaded[arm][2], loaded[REFERENCE][2]) for arm in s.compared},
@@ -934,5 +923,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     raise SystemExit(main())

@@ -26,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench import VARIANTS, variant  # noqa: E402
+from bench import VARIANTS, machine, variant  # noqa: E402
 
 
 def measure(framework: str, steps: int, warmup: int, size: int) -> dict:
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {r["variant"]: r["median_s"] / results[0]["median_s"] for r in results[1:]}
     for v, ratio in ratios.items():
         print(f"{v} / {results[0]['variant']} time: {ratio:.2f}x")
-    Path(a.out).write_text(json.dumps({"results": results, "ratios_to_first": ratios, "rounds": a.rounds},
-                                      indent=2) + "\n")
+    Path(a.out).write_text(json.dumps({"machine": machine(), "results": results, "ratios_to_first": ratios,
+                                      "rounds": a.rounds}, indent=2) + "\n")
     return 0
 
 

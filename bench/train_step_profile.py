@@ -24,6 +24,9 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench import machine  # noqa: E402
+
 CATEGORIES = ("conv forward", "conv backward", "norm", "padding", "matmul", "other")
 TORCH_OPS = {
     "aten::mkldnn_convolution": "conv forward", "aten::convolution_backward": "conv backward",
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| sum of operators | {t:.0f} | {m:.0f} | {m / t:.2f}x |")
     t, m = res["torch"]["wall_ms_per_step"], res["ms"]["wall_ms_per_step"]
     print(f"| wall, profiled | {t:.0f} | {m:.0f} | {m / t:.2f}x |")
-    Path(a.out).write_text(json.dumps({"size": a.size, "steps": a.steps, **res}, indent=2) + "\n")
+    Path(a.out).write_text(json.dumps({"machine": machine(), "size": a.size, "steps": a.steps, **res}, indent=2) + "\n")
     return 0
 
 

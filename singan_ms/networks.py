@@ -70,7 +70,7 @@ class InstanceNorm2d(nn.Cell):
 
     Training: GroupNorm with one group per channel, the same normalisation (per sample, per channel, biased
     variance); nn.InstanceNorm2d is unsupported on CPU. Inference (`set_train(False)`, as dehazing runs) on CPU:
-    singan_ms.native's compiled kernel, 3-4x faster and at least as accurate. It is not used for training because
+    singan_ms.native's compiled kernel, 3-5x faster and at least as accurate. It is not used for training because
     a one-ulp change of the forward moves some of F's ReLU inputs, which sit within 1e-7 of zero at
     initialisation, to the other side of the kink: the parity case `loss/total@24x40` then exceeds its bound
     (2.05x torch's own float32 error, limit 2x). docs/benchmarks.md has the measurements, including the rejected
