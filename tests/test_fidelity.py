@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
+from bench import machine
 from bench.fidelity import (
     ARM_RESULT,
     DEHAZED_FILE,
@@ -24,7 +25,6 @@ from bench.fidelity import (
     dataset_for,
     drive,
     input_digest,
-    machine,
     run_experiment,
 )
 from parity.tolerances import tolerance
