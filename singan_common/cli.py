@@ -26,6 +26,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-blocks", type=int, default=d.n_blocks)
     g.add_argument("--norm", choices=("instance", "batch", "none"), default=d.norm)
     g.add_argument("--bn-momentum", type=float, default=d.bn_momentum, help="PyTorch convention")
+    g.add_argument("--init-gain", type=float, default=d.init_gain,
+                   help="std of the normal initial weights (CUT's init_gain)")
     g.add_argument("--num-patches", type=int, default=d.num_patches)
     g.add_argument("--nce-t", type=float, default=d.nce_T)
     g.add_argument("--neg-perturb", choices=("uniform", "gaussian", "none"), default=d.neg_perturb)
@@ -55,7 +57,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 def model_config_from_args(a: argparse.Namespace) -> ModelConfig:
     return ModelConfig(variant=a.variant, ngf=a.ngf, ndf=a.ndf, n_blocks=a.n_blocks, norm=a.norm,
-                       bn_momentum=a.bn_momentum, num_patches=a.num_patches, nce_T=a.nce_t,
+                       bn_momentum=a.bn_momentum, init_gain=a.init_gain, num_patches=a.num_patches, nce_T=a.nce_t,
                        neg_perturb=a.neg_perturb, neg_perturb_strength=a.neg_perturb_strength,
                        mmd_num_samples=a.mmd_num_samples, lambda_GAN=a.lambda_gan, lambda_NCE=a.lambda_nce,
                        lambda_perceptual=a.lambda_perceptual, lambda_MMD=a.lambda_mmd)

@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from parity.runner import MAX_NOISE_FRACTION
 from singan_common.config import ConfigError, ModelConfig, RunConfig
 from singan_common.data import UnpairedDataset
 from singan_common.rng import shard_step_draws, step_draws
@@ -45,17 +46,21 @@ WORLD = 2
 # Tolerances for "2 processes x batch 1" against "1 process x batch 2" in fp32 on CPU. The two compute the same
 # sums in different orders (a conv's weight gradient summed over a batch of 2 inside one kernel, versus two
 # batch-1 gradients averaged by DDP's all-reduce), so they agree to float32 reordering, which the steps then
-# carry forward. Measured on this machine (AMD EPYC, 2 cores, torch 2.14.1), 4 steps over 2 epochs: losses of
-# size >= 1e-3 within 2.2e-6 relative (loss_MMD at step 4; the others within 2e-7) and loss_D_fake (1e-9..1e-5)
-# within 1e-10 absolute; one step's gradients within 1.7e-5 of each tensor's largest gradient; weights within
-# 5.3e-6; G and D outputs within 7.2e-7. The constants leave 4-15x headroom, and every real mistake is orders
-# of magnitude larger: a rank that skips
-# the all-reduce or a mis-sliced noise row changes the losses by 1e-3..1e-1 and moves Adam's first update by
-# about lr = 2e-4 on most weights.
+# carry forward. The CLI run uses --init-gain 0.2 rather than CUT's 0.02: at 0.02 F's outputs have norms next to
+# the 1e-7 of PatchNCE's x / (||x|| + 1e-7), whose gradient amplifies float32 rounding (docs/parity.md), and on a
+# Zen 5 (AVX-512) host that alone moved loss_MMD at step 4 by 9.3e-5 relative, 40x the Zen 3 host's figure; with
+# --lambda-nce 0 or with gain 0.2 the same comparison falls back to 1e-6, the noise of merely changing torch's
+# thread count. Measured at gain 0.2 (Zen 5, 2 cores, torch 2.14.1), 4 steps over 2 epochs: losses within
+# 2e-6 relative; weights within 1.5e-5 except 2 of F.mlp_4.2.weight's 65536 elements (1.6e-4: Adam's update of a
+# gradient element at float-noise level has an arbitrary sign, up to 2 lr per step, the parity harness's
+# compare_sparse rule, which the weights are judged by here: at most MAX_NOISE_FRACTION of a tensor's elements
+# beyond WEIGHT_ATOL, none beyond that bound). Every real mistake is orders of magnitude larger: a rank that
+# skips the all-reduce or a mis-sliced noise row changes the losses by 1e-3..1e-1 and moves Adam's first update
+# by about lr = 2e-4 on most weights.
 LOSS_RTOL = 1e-5  # relative, per logged loss (the CSV keeps 8 significant digits)
 LOSS_ATOL = 1e-8  # absolute floor for loss_D_fake, whose value is 1e-9..1e-5 in these steps
 GRAD_RTOL = 1e-4  # relative to the tensor's largest gradient (parity's FP32_CPU_GRAD convention)
-WEIGHT_ATOL = 2e-5  # absolute; weights are O(0.01..0.1) at init gain 0.02
+WEIGHT_ATOL = 2e-5  # absolute; weights are O(0.01..1) (TINY at gain 0.02, the CLI run at 0.2)
 OUTPUT_ATOL = 1e-5  # G(x) in [-1, 1] and D(x) on a probe image
 # A structural-zero bias moves by about lr per Adam step on each side, in a direction float noise picks; Adam's
 # m/sqrt(v) can exceed 1 when that noise changes sign, hence 2 (two sides) x 2 (margin) x the summed lr.
@@ -103,7 +108,8 @@ def data(tmp_path_factory):
     return make_folder(root / "hazy", 4), make_folder(root / "clear", 3, seed=1)
 
 
-CLI_MODEL = ["--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--num-patches", "16", "--mmd-num-samples", "16"]
+CLI_MODEL = ["--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--num-patches", "16", "--mmd-num-samples", "16",
+             "--init-gain", "0.2"]
 CLI_TRAIN = ["--load-size", "36", "--crop-size", "32", "--seed", "3", "--n-epochs", "1", "--n-epochs-decay", "1",
              "--save-epoch-freq", "1", "--no-progress"]
 
@@ -132,6 +138,7 @@ def test_two_processes_train_what_one_process_with_the_global_batch_trains(tmp_p
     lr_total = sum(float(r["lr"]) for r in rows1)
     structural = structural_names(cfg.model)
     worst_w = worst_s = 0.0
+    noise = 0  # elements beyond WEIGHT_ATOL (Adam sign noise), all tensors together
     states = {}
     for name in ("G", "D", "F"):
         a = torch.load(run2 / f"latest_net_{name}.pth", weights_only=True)
@@ -144,8 +151,10 @@ def test_two_processes_train_what_one_process_with_the_global_batch_trains(tmp_p
                 worst_s = max(worst_s, diff)
                 assert diff <= STRUCTURAL_BOUND * lr_total, f"{name}.{k}: {diff}"
             else:
-                worst_w = max(worst_w, diff)
-                assert diff <= WEIGHT_ATOL, f"{name}.{k}: {diff}"
+                over = int(((a[k].float() - b[k].float()).abs() > WEIGHT_ATOL).sum())
+                worst_w, noise = max(worst_w, diff if over == 0 else worst_w), noise + over
+                assert diff <= 2.0 * lr_total, f"{name}.{k}: {diff}"  # Adam's sign noise: 2 lr per step
+                assert over <= MAX_NOISE_FRACTION * a[k].numel(), f"{name}.{k}: {over} elements beyond {WEIGHT_ATOL}"
 
     # Function space: the trained G and D compute the same outputs (structural zeros included, they cancel).
     probe = torch.from_numpy(np.random.default_rng(5).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32))
@@ -162,7 +171,8 @@ def test_two_processes_train_what_one_process_with_the_global_batch_trains(tmp_p
         assert diff <= OUTPUT_ATOL, f"{name} output differs by {diff}"
     print(f"\n2 ranks x 1 vs 1 x 2, {len(rows1)} steps: losses {logs.worst_rel:.2g} rel "
           f"(small ones {logs.worst_small:.2g} abs), "
-          f"weights {worst_w:.2g}, structural-zero biases {worst_s:.2g} (bound {STRUCTURAL_BOUND * lr_total:.2g}), "
+          f"weights {worst_w:.2g} ({noise} sign-noise elements), "
+          f"structural-zero biases {worst_s:.2g} (bound {STRUCTURAL_BOUND * lr_total:.2g}), "
           f"G/D outputs {worst_out:.2g}")
 
 
