@@ -121,6 +121,7 @@ def test_two_processes_train_what_one_process_with_the_global_batch_trains(tmp_p
               "--hazy", str(data[0]), "--clear", str(data[1]), "--out", str(run2)], cwd=tmp_path)
     cfg = RunConfig.load(run2 / "run_config.json")
     assert cfg.train.batch_size == 1  # stored as given: per process
+    assert cfg.model.init_gain == 0.2  # --init-gain reached the model (and the single run below)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train(run1, *data, cfg.model, dataclasses.replace(cfg.train, batch_size=WORLD), progress_bar=False)
