@@ -15,7 +15,6 @@ import argparse
 import csv
 import glob
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench import machine  # noqa: E402
+from bench import machine, variant  # noqa: E402
 
 CATEGORIES = ("conv forward", "conv backward", "norm", "padding", "matmul", "other")
 TORCH_OPS = {
@@ -131,7 +130,7 @@ def run(framework: str, size: int, steps: int, warmup: int) -> dict:
         out = Path(tmp) / "r.json"
         code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.train_step_profile import worker; "
                 f"worker({framework!r}, {size}, {steps}, {warmup}, {str(out)!r})")
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "GLOG_v": "3"},
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=variant(framework)[1],
                        stdout=subprocess.DEVNULL)
         return json.loads(out.read_text())
 

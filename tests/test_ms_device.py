@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # MindSpore convolves first, then torch: each oneDNN prints its `info,cpu,isa:` line at its first primitive,
@@ -27,13 +29,6 @@ import torch
 with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
     torch.nn.functional.conv2d(torch.ones(1, 64, 32, 32), torch.ones(64, 64, 3, 3), padding=1)
 """
-
-
-def host_has_avx512() -> bool:
-    try:
-        return " avx512f " in f" {Path('/proc/cpuinfo').read_text().replace(chr(10), ' ')} "
-    except OSError:
-        return False
 
 
 def run(extra_env: dict[str, str]) -> tuple[list[str], list[str], str]:
@@ -58,7 +53,7 @@ def test_mindspore_capped_at_avx2_torch_not_and_environment_restored():
     # The nested reference convolution shows up as "jit_uni_ncsp:conv+ref:any"; the capped copy uses gemm.
     assert ms_convs and not any("ncsp" in c or "ref" in c.split(",")[6] for c in ms_convs), ms_convs
     assert env_after == "None"
-    if host_has_avx512():
+    if machine().get("avx512f"):
         assert "AVX-512" in torch_isa, torch_isa
 
 

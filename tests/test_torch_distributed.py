@@ -19,7 +19,9 @@ import pytest
 import torch
 from torch import nn
 
+from parity.compare import compare_sparse
 from parity.runner import MAX_NOISE_FRACTION
+from parity.tolerances import Tolerance
 from singan_common.config import ConfigError, ModelConfig, RunConfig
 from singan_common.data import UnpairedDataset
 from singan_common.rng import shard_step_draws, step_draws
@@ -61,6 +63,7 @@ LOSS_RTOL = 1e-5  # relative, per logged loss (the CSV keeps 8 significant digit
 LOSS_ATOL = 1e-8  # absolute floor for loss_D_fake, whose value is 1e-9..1e-5 in these steps
 GRAD_RTOL = 1e-4  # relative to the tensor's largest gradient (parity's FP32_CPU_GRAD convention)
 WEIGHT_ATOL = 2e-5  # absolute; weights are O(0.01..1) (TINY at gain 0.02, the CLI run at 0.2)
+WEIGHT_ROUNDING = Tolerance(WEIGHT_ATOL, 0.0, "float32 reordering carried through 4 steps")
 OUTPUT_ATOL = 1e-5  # G(x) in [-1, 1] and D(x) on a probe image
 # A structural-zero bias moves by about lr per Adam step on each side, in a direction float noise picks; Adam's
 # m/sqrt(v) can exceed 1 when that noise changes sign, hence 2 (two sides) x 2 (margin) x the summed lr.
@@ -152,10 +155,13 @@ def test_two_processes_train_what_one_process_with_the_global_batch_trains(tmp_p
                 worst_s = max(worst_s, diff)
                 assert diff <= STRUCTURAL_BOUND * lr_total, f"{name}.{k}: {diff}"
             else:
-                over = int(((a[k].float() - b[k].float()).abs() > WEIGHT_ATOL).sum())
-                worst_w, noise = max(worst_w, diff if over == 0 else worst_w), noise + over
-                assert diff <= 2.0 * lr_total, f"{name}.{k}: {diff}"  # Adam's sign noise: 2 lr per step
-                assert over <= MAX_NOISE_FRACTION * a[k].numel(), f"{name}.{k}: {over} elements beyond {WEIGHT_ATOL}"
+                # Adam's sign noise: a few elements may part by up to 2 lr per step (parity's trajectory rule).
+                c = compare_sparse(f"{name}.{k}", a[k].float().numpy(), b[k].float().numpy(), WEIGHT_ROUNDING,
+                                   2.0 * lr_total, MAX_NOISE_FRACTION)
+                assert c.passed, f"{name}.{k}: max {c.max_abs:.3g}, {c.frac_over:.3g} of the elements beyond rounding"
+                noise += round(c.frac_over * a[k].numel())
+                if c.frac_over == 0:
+                    worst_w = max(worst_w, c.max_abs)
 
     # Function space: the trained G and D compute the same outputs (structural zeros included, they cancel).
     probe = torch.from_numpy(np.random.default_rng(5).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32))
