@@ -20,6 +20,7 @@ Environment: `SINGAN_MS_NATIVE=0` disables the kernels; `SINGAN_MS_KERNEL_DIR` c
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import shutil
@@ -28,11 +29,13 @@ import tempfile
 import warnings
 from pathlib import Path
 
-SOURCE = Path(__file__).parent / "csrc" / "kernels.cc"
+SOURCES = (Path(__file__).parent / "csrc" / "kernels.cc", Path(__file__).parent / "csrc" / "conv.cc")
 # -ffp-contract=off: the Adam kernel's rounding must be exactly the one written (no compiler-made FMAs).
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-ffp-contract=off", "-fno-math-errno")
+LIBS = ("-ldl",)
 
 _cache: dict[tuple[str, str], str | None] = {}
+_conv_cache: dict[str | None, bool] = {}
 
 
 def cache_dir() -> Path:
@@ -50,7 +53,7 @@ def _compiler() -> str | None:
 
 
 def build(out_dir: Path | None = None) -> Path:
-    """Compile csrc/kernels.cc (if not already cached) and return the library's path; RuntimeError says why not."""
+    """Compile csrc/*.cc (if not already cached) into one library and return its path; RuntimeError says why not."""
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++ / clang++)")
@@ -58,7 +61,8 @@ def build(out_dir: Path | None = None) -> Path:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"{cxx} --version failed: {exc}") from None
-    digest = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES) + version.encode()
+                            + " ".join(FLAGS + LIBS).encode()).hexdigest()[:16]
     out_dir = out_dir or cache_dir()
     lib = out_dir / f"singan_ms_kernels-{digest}.so"
     if lib.exists():
@@ -70,12 +74,13 @@ def build(out_dir: Path | None = None) -> Path:
     except OSError as exc:
         raise RuntimeError(f"cannot write to the kernel cache {out_dir}: {exc} (set SINGAN_MS_KERNEL_DIR)") from None
     try:
-        proc = subprocess.run([cxx, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([cxx, *FLAGS, "-o", tmp, *map(str, SOURCES), *LIBS], capture_output=True, text=True,
+                              timeout=600)
         if proc.returncode != 0:
-            raise RuntimeError(f"{cxx} failed on {SOURCE}:\n{proc.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"{cxx} failed on {', '.join(map(str, SOURCES))}:\n{proc.stderr.strip()[-2000:]}")
         os.replace(tmp, lib)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise RuntimeError(f"{cxx} could not compile {SOURCE}: {exc}") from None
+        raise RuntimeError(f"{cxx} could not compile {', '.join(map(str, SOURCES))}: {exc}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -107,9 +112,66 @@ def library() -> str | None:
     return lib
 
 
-def custom(name: str, out_shape, out_dtype, bprop=None):  # noqa: ANN001 - MindSpore's infer callables
-    """The AOT custom operator `name` of the compiled kernels (library() must not be None)."""
+def _private_onednn(out_dir: Path) -> Path:
+    """A copy of MindSpore's bundled oneDNN in the kernel cache (see csrc/conv.cc for why a copy)."""
+    import mindspore as ms
+
+    src = Path(ms.__file__).parent / "lib" / "libdnnl.so.3"
+    if not src.exists():
+        raise RuntimeError(f"MindSpore's oneDNN is not at {src}")
+    stat = src.stat()
+    tag = hashlib.sha256(f"{src.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    dst = out_dir / f"libdnnl-{tag}.so"
+    if dst.exists():
+        return dst
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=dst.stem + ".", suffix=".so.tmp", dir=out_dir)
+        os.close(fd)
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        raise RuntimeError(f"cannot copy {src} into the kernel cache {out_dir}: {exc}") from None
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+    return dst
+
+
+def convolutions() -> bool:
+    """Whether singan_ms's convolutions run through csrc/conv.cc in this process (warned once when they cannot)."""
+    lib = library()
+    if lib in _conv_cache:
+        return _conv_cache[lib]
+    ok = False
+    if lib is not None:
+        try:
+            onednn = _private_onednn(Path(lib).parent)
+            threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
+            # The same path MindSpore's AOT loader opens, so both see one copy of the library's state.
+            rc = ctypes.CDLL(lib).SinganConvInit(str(onednn).encode(), max(threads, 0))
+            if rc != 0:
+                raise RuntimeError(f"{onednn} could not be loaded (SinganConvInit returned {rc})")
+            ok = True
+        except (RuntimeError, OSError, ValueError) as exc:
+            warnings.warn(f"singan_ms: compiled convolutions unavailable ({exc}); using MindSpore's Conv2D "
+                          "instead, same function, slower (docs/benchmarks.md)", RuntimeWarning, stacklevel=2)
+    _conv_cache[lib] = ok
+    return ok
+
+
+def custom(name: str, out_shape, out_dtype, bprop=None, key: str = ""):  # noqa: ANN001 - MindSpore's infer callables
+    """The AOT custom operator `name` of the compiled kernels (library() must not be None). `key` must differ
+    between operators of one `name` whose out_shape functions differ: MindSpore caches inferred shapes by
+    operator name and attributes, not by the Python function (a stride-2 convolution was given the stride-1
+    one's output shape).
+
+    Hand Parameters to these operators as `param.value()`: a bare Parameter reaches the kernel as the live
+    buffer, unordered against in-place updates in the same graph (the train step's D update raced the G step's
+    reads of D: generator gradients 1.5e-4 off, deterministically); value() is MindSpore's ordered Load."""
     from mindspore import ops
 
-    return ops.Custom(f"{library()}:{name}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot",
-                      bprop=bprop)
+    op = ops.Custom(f"{library()}:{name}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot", bprop=bprop)
+    if key:
+        op.add_prim_attr("singan_ms_key", key)
+    return op

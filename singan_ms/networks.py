@@ -135,11 +135,130 @@ def make_norm(cfg: ModelConfig, channels: int) -> nn.Cell:
     return Identity()
 
 
+class NativeConv2d(nn.Cell):
+    """A bias-free 2-D convolution (groups 1, dilation 1) by singan_ms.native's oneDNN route (csrc/conv.cc): the
+    kernels torch runs, instead of MindSpore's Conv2D, which on CPU is 2-3x slower (docs/benchmarks.md). Called
+    with the weight as an argument, so the owning layer keeps its Parameters and their names; a cell-level bprop
+    (defined on the class, as NativeInstanceNorm's) returns the data and weight gradients."""
+
+    def __init__(self, stride: tuple[int, int], padding: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        (sh, sw), (top, bottom, left, right) = stride, padding
+        # The layout csrc/conv.cc reads: stride h, w; padding top, left, bottom, right.
+        self.attrs = Tensor(np.array([sh, sw, top, left, bottom, right], np.int64))
+
+        def out_shape(x: list[int], w: list[int], attrs: list[int]) -> list[int]:
+            return [x[0], w[0], (x[2] + top + bottom - w[2]) // sh + 1, (x[3] + left + right - w[3]) // sw + 1]
+
+        key = f"stride {sh} {sw} padding {top} {bottom} {left} {right}"
+        self.forward_kernel = native.custom("ConvFwd", out_shape=out_shape, out_dtype=lambda x, w, a: x, key=key)
+        self.data_kernel = native.custom("ConvBwdData", out_shape=lambda dy, w, x, a: x,
+                                         out_dtype=lambda dy, w, x, a: dy)
+        self.weight_kernel = native.custom("ConvBwdWeights", out_shape=lambda x, dy, w, a: w,
+                                           out_dtype=lambda x, dy, w, a: w)
+
+    def construct(self, x: Tensor, weight: Tensor) -> Tensor:
+        return self.forward_kernel(x, weight, self.attrs)
+
+    def bprop(self, x: Tensor, weight: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor, Tensor]:
+        return (self.data_kernel(dout, weight, x, self.attrs), self.weight_kernel(x, dout, weight, self.attrs))
+
+
+class NativeConv2dBias(NativeConv2d):
+    """NativeConv2d with the bias added inside the primitive (as torch's oneDNN call does) and its gradient."""
+
+    def __init__(self, stride: tuple[int, int], padding: tuple[int, int, int, int]) -> None:
+        super().__init__(stride, padding)
+        shape, key = self.forward_kernel.out_shape, self.forward_kernel.attrs["singan_ms_key"]
+        self.forward_kernel = native.custom("ConvFwdBias", out_shape=lambda x, w, b, a: shape(x, w, a),
+                                            out_dtype=lambda x, w, b, a: x, key=key)
+        self.weight_kernel = native.custom("ConvBwdWeightsBias", out_shape=lambda x, dy, w, a: (w, [w[0]]),
+                                           out_dtype=lambda x, dy, w, a: (w, w))
+
+    def construct(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        return self.forward_kernel(x, weight, bias, self.attrs)
+
+    def bprop(self, x: Tensor, weight: Tensor, bias: Tensor, out: Tensor,
+              dout: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        dw, db = self.weight_kernel(x, dout, weight, self.attrs)
+        return self.data_kernel(dout, weight, x, self.attrs), dw, db
+
+
+class NativeConvTranspose2d(nn.Cell):
+    """A bias-free stride-s transposed convolution by the oneDNN route: the data gradient of the convolution with
+    the same (in, out, kh, kw) weight, `padding` (top, bottom, left, right) being that convolution's
+    (torch's padding, and padding - output_padding at the bottom / right)."""
+
+    def __init__(self, stride: tuple[int, int], padding: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        (sh, sw), (top, bottom, left, right) = stride, padding
+        self.attrs = Tensor(np.array([sh, sw, top, left, bottom, right], np.int64))
+
+        def out_shape(x: list[int], w: list[int], attrs: list[int]) -> list[int]:
+            return [x[0], w[1], (x[2] - 1) * sh - top - bottom + w[2], (x[3] - 1) * sw - left - right + w[3]]
+
+        key = f"stride {sh} {sw} padding {top} {bottom} {left} {right}"
+        self.forward_kernel = native.custom("ConvTransposeFwd", out_shape=out_shape, out_dtype=lambda x, w, a: x,
+                                            key=key)
+        conv_shape = NativeConv2d(stride, padding).forward_kernel.out_shape
+        self.data_kernel = native.custom("ConvFwd", out_shape=conv_shape, out_dtype=lambda dy, w, a: dy, key=key)
+        self.weight_kernel = native.custom("ConvBwdWeights", out_shape=lambda dy, x, w, a: w,
+                                           out_dtype=lambda dy, x, w, a: w)
+
+    def construct(self, x: Tensor, weight: Tensor) -> Tensor:
+        return self.forward_kernel(x, weight, self.attrs)
+
+    def bprop(self, x: Tensor, weight: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor, Tensor]:
+        return self.data_kernel(dout, weight, self.attrs), self.weight_kernel(dout, x, weight, self.attrs)
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d with torch.nn.Conv2d's semantics (explicit zero padding, since MindSpore's default is 'same'; a
+    bias), computed on CPU by NativeConv2d when singan_ms.native's convolutions are available."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, padding: int = 0,
+                 bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, kernel, stride=stride, pad_mode="pad", padding=padding,
+                         has_bias=bias)
+        self.native = None
+        if native.convolutions():
+            pads = (padding,) * 4
+            self.native = NativeConv2dBias((stride, stride), pads) if bias else NativeConv2d((stride, stride), pads)
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.native is None:
+            return super().construct(x)
+        if self.has_bias:
+            return self.native(x, self.weight.value(), self.bias.value())
+        return self.native(x, self.weight.value())
+
+
+class Conv2dTranspose(nn.Conv2dTranspose):
+    """torch.nn.ConvTranspose2d semantics including output_padding, which adds rows / columns at the bottom /
+    right: MindSpore has no true output_padding, but padding (top p, bottom p - output_padding, left p,
+    right p - output_padding) yields exactly torch's output.
+    On CPU, computed by NativeConvTranspose2d when singan_ms.native's convolutions are available."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, padding: int,
+                 output_padding: int, bias: bool = True) -> None:
+        pads = (padding, padding - output_padding, padding, padding - output_padding)
+        super().__init__(in_channels, out_channels, kernel, stride=stride, pad_mode="pad", padding=pads,
+                         has_bias=bias)
+        self.native = NativeConvTranspose2d((stride, stride), pads) if native.convolutions() else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.native is None:
+            return super().construct(x)
+        y = self.native(x, self.weight.value())
+        if self.has_bias:
+            y = y + self.bias.reshape(1, -1, 1, 1)
+        return y
+
+
 def conv2d(in_channels: int, out_channels: int, kernel: int, stride: int = 1, padding: int = 0,
-           bias: bool = True) -> nn.Conv2d:
-    """torch.nn.Conv2d semantics: explicit zero padding (MindSpore's default 'same' differs) and bias."""
-    return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, pad_mode="pad", padding=padding,
-                     has_bias=bias)
+           bias: bool = True) -> Conv2d:
+    """torch.nn.Conv2d semantics (see Conv2d)."""
+    return Conv2d(in_channels, out_channels, kernel, stride, padding, bias)
 
 
 class ResnetBlock(nn.Cell):
@@ -163,11 +282,8 @@ def build_layer(cfg: ModelConfig, layer: arch.Layer, in_channels: int) -> nn.Cel
     if k == "conv":
         return conv2d(in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding, layer.bias)
     if k == "conv_transpose":
-        # torch's output_padding=1 adds one row/column at the bottom/right; MindSpore has no true
-        # output_padding, but padding (top 1, bottom 0, left 1, right 0) yields exactly torch's output.
-        return nn.Conv2dTranspose(in_channels, layer.out_channels, layer.kernel, stride=layer.stride,
-                                  pad_mode="pad", padding=(layer.padding, layer.padding - 1, layer.padding,
-                                                           layer.padding - 1), has_bias=layer.bias)
+        return Conv2dTranspose(in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding,
+                               output_padding=1, bias=layer.bias)
     if k == "norm":
         return make_norm(cfg, layer.out_channels)
     if k == "relu":

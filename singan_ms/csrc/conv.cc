@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -388,8 +389,10 @@ bool float32(int nparam, const char** dtypes) {
 Plan* plan(const int64_t* x, const int64_t* w, const int64_t* y, const int64_t* a, bool bias) {
   const Geometry g = {x[0], x[1], x[2], x[3], w[0], w[2], w[3], y[2], y[3], a[0], a[1], a[2], a[3], a[4], a[5], bias};
   if (!engine || w[1] != x[1] || y[0] != x[0] || y[1] != w[0] || g.sh < 1 || g.sw < 1 ||
-      g.oh != (g.h + g.pt + g.pb - g.kh) / g.sh + 1 || g.ow != (g.w + g.pl + g.pr - g.kw) / g.sw + 1)
+      g.oh != (g.h + g.pt + g.pb - g.kh) / g.sh + 1 || g.ow != (g.w + g.pl + g.pr - g.kw) / g.sw + 1) {
+    if (std::getenv("SINGAN_DEBUG")) fprintf(stderr, "plan: engine %p x %ld %ld %ld %ld w %ld %ld %ld %ld y %ld %ld %ld %ld a %ld %ld %ld %ld %ld %ld\n", engine, x[0],x[1],x[2],x[3],w[0],w[1],w[2],w[3],y[0],y[1],y[2],y[3],a[0],a[1],a[2],a[3],a[4],a[5]);
     return nullptr;
+  }
   return plan_for(g);
 }
 
