@@ -21,6 +21,7 @@ import singan_ms.model as MM  # noqa: E402
 import singan_torch.losses as TL  # noqa: E402
 import singan_torch.model as TM  # noqa: E402
 from singan_common.config import ModelConfig, TrainConfig  # noqa: E402
+from singan_common.rng import StepDraws  # noqa: E402
 from singan_ms.networks import torch_name  # noqa: E402
 from tests.ms_tolerances import GRAD_RTOL, LOSS_ATOL, STRUCTURAL_ZERO_GRAD_RTOL  # noqa: E402
 
@@ -96,16 +97,34 @@ def test_all_generator_losses_match_torch():
         assert abs(float(x.asnumpy()) - y.item()) <= LOSS_ATOL
 
 
+def torch_generator_grads(tm: TM.SinGANDehazeModel, a: np.ndarray, b: np.ndarray, draws: StepDraws,
+                          dtype: torch.dtype) -> dict[str, np.ndarray]:
+    """d(loss_G)/d(theta_G) by singan_torch in `dtype` (the networks are converted in place)."""
+    for net in (tm.netG, tm.netD, tm.netF, tm.vgg, tm.highpass):
+        net.to(dtype)
+        net.zero_grad(set_to_none=True)
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    draws = StepDraws(draws.patch_ids, [None if n is None else n.astype(np_dtype) for n in draws.neg_noise],
+                      draws.mmd_ids_fake, draws.mmd_ids_real)
+    A, B = torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype)
+    fake, fk = tm.forward(A)
+    tm.generator_loss(fake, fk, A, B, draws).loss_G.backward()
+    return {k: p.grad.double().numpy() for k, p in tm.netG.named_parameters()}
+
+
 def test_generator_loss_gradients_per_parameter_match_torch():
-    """d(loss_G)/d(theta_G) for every G parameter, computed the way each framework's train step does."""
+    """d(loss_G)/d(theta_G) for every G parameter, computed the way each framework's train step does.
+
+    The bound is parity's (docs/parity.md): GRAD_RTOL of the gradient's scale, or twice torch's own float32
+    error against float64 where that is larger. Measured why it must be: torch's float32 gradient of
+    model.19.bias is 1.4e-4 of its scale away from float64, more than GRAD_RTOL; the port computes with torch's
+    oneDNN convolution kernels, so it shares that error only up to the other layers' rounding."""
     tm, mm = models()
     rs = np.random.RandomState(3)
     a, b = rs.uniform(-1, 1, (2, 1, 3, 32, 32)).astype(np.float32)
     draws = TM.draws_for(SMALL, 3, 0, 1, 32, 32)
-    A, B = torch.from_numpy(a), torch.from_numpy(b)
-    fake, fk = tm.forward(A)
-    tm.generator_loss(fake, fk, A, B, draws).loss_G.backward()
-    grads_t = {k: p.grad.numpy() for k, p in tm.netG.named_parameters()}
+    grads_t = torch_generator_grads(tm, a, b, draws, torch.float32)
+    grads_64 = torch_generator_grads(tm, a, b, draws, torch.float64)
     step = mm.train_step
     dr = mm.draw_tensors(draws)
 
@@ -123,7 +142,8 @@ def test_generator_loss_gradients_per_parameter_match_torch():
             weight_scale = np.abs(grads_t[name.replace(".bias", ".weight")]).max()
             assert diff <= STRUCTURAL_ZERO_GRAD_RTOL * weight_scale, name
         else:
-            assert diff <= GRAD_RTOL * np.abs(grads_t[name]).max(), (name, diff)
+            own = np.abs(grads_t[name] - grads_64[name]).max()
+            assert diff <= max(GRAD_RTOL * np.abs(grads_t[name]).max(), 2.0 * own), (name, diff, own)
 
 
 def test_torch_instance_norm_batch1_channels_last_gradient_is_why_we_index_first():

@@ -25,7 +25,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -113,64 +112,74 @@ class Pool final : public ThreadpoolIface {
   uint64_t get_flags() const override { return 0; }  // synchronous: parallel_for returns when all work is done
 
   void parallel_for(int n, const std::function<void(int, int)>& fn) override {
-    std::unique_lock<std::mutex> busy(region_, std::try_to_lock);
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (n <= 1 || n_ == 1 || t_in_parallel || !busy.owns_lock()) {
       run_inline(n, fn);
       return;
     }
+    Region r{&fn, n};
     {
       std::lock_guard<std::mutex> g(m_);
-      fn_ = &fn;
-      total_ = n;
-      next_.store(0);
-      pending_ = n;
+      region_ = &r;
       ++generation_;
     }
     cv_.notify_all();
-    work();
+    work(&r);
+    // The region lives on this stack frame: wait until every task ran and every worker that joined has left.
     std::unique_lock<std::mutex> g(m_);
-    done_cv_.wait(g, [this] { return pending_ == 0; });
-    fn_ = nullptr;
+    done_cv_.wait(g, [&] { return r.pending == 0 && r.joined == 0; });
+    region_ = nullptr;
   }
 
  private:
+  struct Region {
+    const std::function<void(int, int)>* fn;
+    int n;
+    std::atomic<int> next{0};
+    int pending = n;  // guarded by m_
+    int joined = 0;   // workers inside work(); guarded by m_
+  };
+
   static void run_inline(int n, const std::function<void(int, int)>& fn) {
     const bool outer = t_in_parallel;
     t_in_parallel = true;
     for (int i = 0; i < n; ++i) fn(i, n);
     t_in_parallel = outer;
   }
-  void work() {
+  void work(Region* r) {
     t_in_parallel = true;
     int done = 0;
-    for (int i; (i = next_.fetch_add(1)) < total_; ++done) (*fn_)(i, total_);
+    for (int i; (i = r->next.fetch_add(1)) < r->n; ++done) (*r->fn)(i, r->n);
     t_in_parallel = false;
-    if (done) {
-      std::lock_guard<std::mutex> g(m_);
-      pending_ -= done;
-      if (pending_ == 0) done_cv_.notify_all();
-    }
+    std::lock_guard<std::mutex> g(m_);
+    r->pending -= done;
+    if (r->pending == 0) done_cv_.notify_all();
   }
   void loop() {
     uint64_t seen = 0;
     for (;;) {
+      Region* r;
       {
         std::unique_lock<std::mutex> g(m_);
-        cv_.wait(g, [&] { return stop_ || (generation_ != seen && fn_ != nullptr); });
+        cv_.wait(g, [&] { return stop_ || (generation_ != seen && region_ != nullptr); });
         if (stop_) return;
         seen = generation_;
+        r = region_;
+        ++r->joined;
       }
-      work();
+      work(r);
+      std::lock_guard<std::mutex> g(m_);
+      --r->joined;
+      if (r->joined == 0) done_cv_.notify_all();
     }
   }
+
   const int n_;
   std::vector<std::thread> workers_;
-  std::mutex region_, m_;
+  std::mutex busy_, m_;
   std::condition_variable cv_, done_cv_;
-  const std::function<void(int, int)>* fn_ = nullptr;
-  int total_ = 0, pending_ = 0;
-  std::atomic<int> next_{0};
-  uint64_t generation_ = 0;
+  Region* region_ = nullptr;  // guarded by m_
+  uint64_t generation_ = 0;   // guarded by m_
   bool stop_ = false;
 };
 
@@ -389,10 +398,8 @@ bool float32(int nparam, const char** dtypes) {
 Plan* plan(const int64_t* x, const int64_t* w, const int64_t* y, const int64_t* a, bool bias) {
   const Geometry g = {x[0], x[1], x[2], x[3], w[0], w[2], w[3], y[2], y[3], a[0], a[1], a[2], a[3], a[4], a[5], bias};
   if (!engine || w[1] != x[1] || y[0] != x[0] || y[1] != w[0] || g.sh < 1 || g.sw < 1 ||
-      g.oh != (g.h + g.pt + g.pb - g.kh) / g.sh + 1 || g.ow != (g.w + g.pl + g.pr - g.kw) / g.sw + 1) {
-    if (std::getenv("SINGAN_DEBUG")) fprintf(stderr, "plan: engine %p x %ld %ld %ld %ld w %ld %ld %ld %ld y %ld %ld %ld %ld a %ld %ld %ld %ld %ld %ld\n", engine, x[0],x[1],x[2],x[3],w[0],w[1],w[2],w[3],y[0],y[1],y[2],y[3],a[0],a[1],a[2],a[3],a[4],a[5]);
+      g.oh != (g.h + g.pt + g.pb - g.kh) / g.sh + 1 || g.ow != (g.w + g.pl + g.pr - g.kw) / g.sw + 1)
     return nullptr;
-  }
   return plan_for(g);
 }
 
