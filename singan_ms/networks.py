@@ -228,6 +228,7 @@ class Conv2d(nn.Conv2d):
     def construct(self, x: Tensor) -> Tensor:
         if self.native is None:
             return super().construct(x)
+        # value(): see native.custom. Without it the parity case train/trajectory fails (checked).
         if self.has_bias:
             return self.native(x, self.weight.value(), self.bias.value())
         return self.native(x, self.weight.value())

@@ -9,11 +9,12 @@ import mindspore as ms
 import numpy as np
 import pytest
 import torch
-from mindspore import Parameter, Tensor, mint, nn
+from mindspore import Parameter, Tensor, mint, nn, ops
 
 from singan_ms import native
-from singan_ms.networks import InstanceNorm2d
+from singan_ms.networks import Conv2dTranspose, InstanceNorm2d, conv2d
 from singan_ms.optim import Adam
+from tests.ms_tolerances import LAYER_ATOL
 
 MS_MODE = "graph"
 # Measured on the inputs below (2026-11-25): kernel forward error against float64 <= 1.2e-7 on unit-scale outputs
@@ -63,15 +64,16 @@ def test_instance_norm_kernel_forward_and_backward_against_float64(scale, offset
         assert np.abs(got.asnumpy() - ref).max() <= BACKWARD_RTOL * np.abs(ref).max()
 
 
-def test_instance_norm_uses_group_norm_while_training():
-    """Training keeps GroupNorm (see InstanceNorm2d's docstring); both agree to rounding."""
+def test_instance_norm_kernel_runs_in_training_and_inference():
+    """The kernel serves both modes (see InstanceNorm2d's docstring) and agrees with GroupNorm to rounding."""
     x = Tensor(np.random.RandomState(1).randn(1, 4, 8, 8).astype(np.float32) * 3 + 1)
     norm = InstanceNorm2d(4)
+    assert norm.use_kernel
     norm.set_train(True)
     train = norm(x).asnumpy()
-    assert np.array_equal(train, mint.nn.functional.group_norm(x, 4, eps=1e-5).asnumpy())
     norm.set_train(False)
-    assert np.abs(norm(x).asnumpy() - train).max() <= FORWARD_ATOL
+    assert np.array_equal(norm(x).asnumpy(), train)
+    assert np.abs(train - mint.nn.functional.group_norm(x, 4, eps=1e-5).asnumpy()).max() <= FORWARD_ATOL
 
 
 @pytest.mark.parametrize("beta1", [0.5, 0.9])
@@ -117,6 +119,7 @@ def test_no_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
         assert native.library() is None  # decided once per process
         norm = InstanceNorm2d(3)
     assert not norm.use_kernel
+    assert conv2d(3, 4, 3).native is None and not native.convolutions()
     x = Tensor(np.ones((1, 3, 4, 4), np.float32))
     assert np.array_equal(norm(x).asnumpy(), np.zeros((1, 3, 4, 4), np.float32))
 
@@ -129,3 +132,59 @@ def test_disabled_by_environment(monkeypatch):
         assert native.library() is None
     adam = Adam([Parameter(Tensor(np.zeros(3, np.float32)), name="q")], 1e-3)
     assert not adam.use_kernel
+
+
+# (in, out, kernel, stride, padding, bias, input size): every geometry the default model has, plus odd sizes.
+CONV_CASES = [(3, 8, 7, 1, 0, True, (22, 21)), (8, 16, 3, 2, 1, True, (16, 15)), (16, 16, 3, 1, 0, False, (10, 10)),
+              (3, 8, 4, 2, 1, True, (32, 32)), (16, 32, 4, 1, 1, True, (7, 9)), (8, 8, 3, 1, 1, True, (12, 12))]
+
+
+class Loss(nn.Cell):
+    """sum(layer(x) * g): its gradients are the layer's vector-Jacobian products with g."""
+
+    def __init__(self, layer: nn.Cell, g: np.ndarray) -> None:
+        super().__init__()
+        self.layer, self.g = layer, Tensor(g)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return (self.layer(x) * self.g).sum()
+
+
+def torch_layer_vjp(layer: torch.nn.Module, x: np.ndarray, g: np.ndarray) -> list[np.ndarray]:
+    t = torch.tensor(x, requires_grad=True)
+    y = layer(t)
+    y.backward(torch.tensor(g))
+    return [y.detach().numpy(), t.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()]
+
+
+def check_against_torch(layer: nn.Cell, ref: torch.nn.Module, x: np.ndarray) -> None:
+    for p, q in zip(layer.trainable_params(), ref.parameters(), strict=True):
+        p.set_data(Tensor(q.detach().numpy()))
+    y = layer(Tensor(x)).asnumpy()
+    g = np.random.RandomState(5).randn(*y.shape).astype(np.float32)
+    want = torch_layer_vjp(ref, x, g)
+    dx, dparams = ms.grad(Loss(layer, g), 0, layer.trainable_params())(Tensor(x))
+    got = [y, dx.asnumpy()] + [t.asnumpy() for t in dparams]
+    for name, a, b in zip(["output", "input grad", "weight grad", "bias grad"], got, want):
+        # Same oneDNN kernels as torch where both libraries pick the same one (bit-identical on this project's
+        # AVX-512 host); LAYER_ATOL, relative to the values' scale, bounds any other summation order.
+        assert np.abs(a - b).max() <= LAYER_ATOL * max(1.0, np.abs(b).max()), name
+
+
+@pytest.mark.parametrize("cin,cout,k,stride,pad,bias,size", CONV_CASES)
+def test_native_conv_matches_torch_forward_and_gradients(cin, cout, k, stride, pad, bias, size):
+    assert native.convolutions()
+    layer = conv2d(cin, cout, k, stride, pad, bias)
+    assert layer.native is not None
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(cin, cout, k, stride, pad, bias=bias)
+    check_against_torch(layer, ref, np.random.RandomState(1).randn(2, cin, *size).astype(np.float32))
+
+
+@pytest.mark.parametrize("size", [(8, 8), (5, 7)])
+def test_native_transposed_conv_matches_torch_with_output_padding(size):
+    layer = Conv2dTranspose(16, 8, 3, 2, 1, output_padding=1, bias=True)
+    assert layer.native is not None
+    torch.manual_seed(0)
+    ref = torch.nn.ConvTranspose2d(16, 8, 3, 2, 1, output_padding=1, bias=True)
+    check_against_torch(layer, ref, np.random.RandomState(1).randn(2, 16, *size).astype(np.float32))
