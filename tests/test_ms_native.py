@@ -9,7 +9,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 import torch
-from mindspore import Parameter, Tensor, mint, nn, ops
+from mindspore import Parameter, Tensor, mint, nn
 
 from singan_ms import native
 from singan_ms.networks import Conv2dTranspose, InstanceNorm2d, conv2d
