@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 
 SOURCES = (Path(__file__).parent / "csrc" / "kernels.cc", Path(__file__).parent / "csrc" / "conv.cc")
+HEADERS = (Path(__file__).parent / "csrc" / "timing.h",)
 # -ffp-contract=off: the Adam kernel's rounding must be exactly the one written (no compiler-made FMAs).
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-ffp-contract=off", "-fno-math-errno")
 LIBS = ("-ldl",)
@@ -61,7 +62,7 @@ def build(out_dir: Path | None = None) -> Path:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"{cxx} --version failed: {exc}") from None
-    digest = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES) + version.encode()
+    digest = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES + HEADERS) + version.encode()
                             + " ".join(FLAGS + LIBS).encode()).hexdigest()[:16]
     out_dir = out_dir or cache_dir()
     lib = out_dir / f"singan_ms_kernels-{digest}.so"
@@ -158,6 +159,23 @@ def convolutions() -> bool:
                           "instead, same function, slower (docs/benchmarks.md)", RuntimeWarning, stacklevel=2)
     _conv_cache[lib] = ok
     return ok
+
+
+def kernel_timing(on: bool) -> dict[str, tuple[float, int]]:
+    """Start (zeroing) or stop the compiled kernels' own timing (csrc/timing.h, for benchmarks); returns the
+    totals so far as {kernel: (milliseconds, calls)}. Empty when the kernels are not in use."""
+    lib = library()
+    if lib is None:
+        return {}
+    so = ctypes.CDLL(lib)
+    so.SinganKernelTime.restype = ctypes.c_char_p
+    out = {}
+    ns, calls = ctypes.c_int64(), ctypes.c_int64()
+    for k in range(so.SinganKernelCount()):
+        name = so.SinganKernelTime(k, ctypes.byref(ns), ctypes.byref(calls))
+        out[name.decode()] = (ns.value / 1e6, calls.value)
+    so.SinganKernelTiming(int(on))
+    return out
 
 
 def custom(name: str, out_shape, out_dtype, bprop=None, key: str = ""):  # noqa: ANN001 - MindSpore's infer callables

@@ -34,6 +34,8 @@
 #include <tuple>
 #include <vector>
 
+#include "timing.h"
+
 namespace {
 
 // ---- the oneDNN 3.x C API subset (opaque handles, constants, entry points) ----
@@ -484,6 +486,7 @@ extern "C" int SinganConvInit(const char* path, int threads) {
 
 // ConvFwd(x, w, attrs) -> y
 extern "C" int ConvFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
+  singan_timing::Scope timed(singan_timing::kConvFwd);
   if (nparam != 4 || !float32(2, dtypes)) return 10;
   return forward(plan(shapes[0], shapes[1], shapes[3], static_cast<int64_t*>(params[2]), false), params[0],
                  params[1], nullptr, params[3]);
@@ -492,6 +495,7 @@ extern "C" int ConvFwd(int nparam, void** params, int* ndims, int64_t** shapes, 
 // ConvFwdBias(x, w, b, attrs) -> y
 extern "C" int ConvFwdBias(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
                            void*) {
+  singan_timing::Scope timed(singan_timing::kConvFwdBias);
   if (nparam != 5 || !float32(3, dtypes)) return 10;
   return forward(plan(shapes[0], shapes[1], shapes[4], static_cast<int64_t*>(params[3]), true), params[0],
                  params[1], params[2], params[4]);
@@ -500,6 +504,7 @@ extern "C" int ConvFwdBias(int nparam, void** params, int* ndims, int64_t** shap
 // ConvBwdData(dy, w, x, attrs) -> dx; x only gives the shape.
 extern "C" int ConvBwdData(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
                            void*) {
+  singan_timing::Scope timed(singan_timing::kConvBwdData);
   if (nparam != 5 || !float32(3, dtypes)) return 10;
   return backward_data(plan(shapes[4], shapes[1], shapes[0], static_cast<int64_t*>(params[3]), false), params[0],
                        params[1], params[4]);
@@ -509,6 +514,7 @@ extern "C" int ConvBwdData(int nparam, void** params, int* ndims, int64_t** shap
 // weight has the same (in, out, kh, kw) layout; attrs are that convolution's.
 extern "C" int ConvTransposeFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
                                 void*) {
+  singan_timing::Scope timed(singan_timing::kConvTransposeFwd);
   if (nparam != 4 || !float32(2, dtypes)) return 10;
   return backward_data(plan(shapes[3], shapes[1], shapes[0], static_cast<int64_t*>(params[2]), false), params[0],
                        params[1], params[3]);
@@ -517,6 +523,7 @@ extern "C" int ConvTransposeFwd(int nparam, void** params, int* ndims, int64_t**
 // ConvBwdWeights(x, dy, w, attrs) -> dw; w only gives the shape.
 extern "C" int ConvBwdWeights(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
                               void*) {
+  singan_timing::Scope timed(singan_timing::kConvBwdWeights);
   if (nparam != 5 || !float32(3, dtypes)) return 10;
   return backward_weights(plan(shapes[0], shapes[4], shapes[1], static_cast<int64_t*>(params[3]), false),
                           params[0], params[1], params[4], nullptr);
@@ -525,6 +532,7 @@ extern "C" int ConvBwdWeights(int nparam, void** params, int* ndims, int64_t** s
 // ConvBwdWeightsBias(x, dy, w, attrs) -> (dw, db)
 extern "C" int ConvBwdWeightsBias(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                                   void*, void*) {
+  singan_timing::Scope timed(singan_timing::kConvBwdWeightsBias);
   if (nparam != 6 || !float32(3, dtypes)) return 10;
   return backward_weights(plan(shapes[0], shapes[4], shapes[1], static_cast<int64_t*>(params[3]), true),
                           params[0], params[1], params[4], params[5]);

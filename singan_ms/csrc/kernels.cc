@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "timing.h"
+
 static int n_threads(int64_t work) {
   int n = (int)std::thread::hardware_concurrency();
   const char* e = std::getenv("OMP_NUM_THREADS");
@@ -75,6 +77,7 @@ static void plane_stats(const float* x, int64_t n, double* mean, double* rstd) {
 // and y rounded once: the correctly rounded normalisation up to the double sums' error.
 extern "C" int InstanceNormFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                                void* stream, void* extra) {
+  singan_timing::Scope timed(singan_timing::kInstanceNormFwd);
   if (nparam != 2 || !all_float32(nparam, dtypes) || ndims[0] < 3) return 1;
   const float* x = static_cast<const float*>(params[0]);
   float* y = static_cast<float*>(params[1]);
@@ -99,6 +102,7 @@ extern "C" int InstanceNormFwd(int nparam, void** params, int* ndims, int64_t** 
 // op's latest call, not of the call being differentiated, when one layer runs more than once per step.
 extern "C" int InstanceNormBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                                void* stream, void* extra) {
+  singan_timing::Scope timed(singan_timing::kInstanceNormBwd);
   if (nparam != 3 || !all_float32(nparam, dtypes) || ndims[0] < 3) return 1;
   const float* x = static_cast<const float*>(params[0]);
   const float* dy = static_cast<const float*>(params[1]);
@@ -130,6 +134,7 @@ extern "C" int InstanceNormBwd(int nparam, void** params, int* ndims, int64_t** 
 // Built with -ffp-contract=off so that no other operation gets fused.
 extern "C" int AdamStep(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                         void* stream, void* extra) {
+  singan_timing::Scope timed(singan_timing::kAdamStep);
   if (nparam != 8 || !all_float32(nparam, dtypes)) return 1;
   const float* p = static_cast<const float*>(params[0]);
   const float* g = static_cast<const float*>(params[1]);
@@ -156,4 +161,24 @@ extern "C" int AdamStep(int nparam, void** params, int* ndims, int64_t** shapes,
     }
   });
   return 0;
+}
+
+// Kernel timing for benchmarks (timing.h): on != 0 starts (and zeroes) the totals, 0 stops them.
+extern "C" void SinganKernelTiming(int on) {
+  if (on) {
+    for (int k = 0; k < singan_timing::kCount; ++k) {
+      singan_timing::nanoseconds[k] = 0;
+      singan_timing::calls[k] = 0;
+    }
+  }
+  singan_timing::enabled = on != 0;
+}
+
+// Name, total nanoseconds and calls of kernel k (0 <= k < SinganKernelCount()); null name past the end.
+extern "C" int SinganKernelCount() { return singan_timing::kCount; }
+extern "C" const char* SinganKernelTime(int k, int64_t* nanoseconds, int64_t* calls) {
+  if (k < 0 || k >= singan_timing::kCount) return nullptr;
+  *nanoseconds = singan_timing::nanoseconds[k];
+  *calls = singan_timing::calls[k];
+  return singan_timing::kNames[k];
 }
