@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import mindspore as ms
@@ -135,6 +136,18 @@ def make_norm(cfg: ModelConfig, channels: int) -> nn.Cell:
     return Identity()
 
 
+def conv_attrs(stride: tuple[int, int], padding: tuple[int, int, int, int]) -> tuple[Tensor, str, Callable]:
+    """For csrc/conv.cc: the attrs tensor it reads (stride h, w; padding top, left, bottom, right), the key that
+    tells MindSpore's shape cache this geometry from others (native.custom), and the convolution's out_shape."""
+    (sh, sw), (top, bottom, left, right) = stride, padding
+
+    def out_shape(x: list[int], w: list[int], *_: list[int]) -> list[int]:
+        return [x[0], w[0], (x[2] + top + bottom - w[2]) // sh + 1, (x[3] + left + right - w[3]) // sw + 1]
+
+    attrs = Tensor(np.array([sh, sw, top, left, bottom, right], np.int64))
+    return attrs, f"stride {sh} {sw} padding {top} {bottom} {left} {right}", out_shape
+
+
 class NativeConv2d(nn.Cell):
     """A bias-free 2-D convolution (groups 1, dilation 1) by singan_ms.native's oneDNN route (csrc/conv.cc): the
     kernels torch runs, instead of MindSpore's Conv2D, which on CPU is 2-3x slower (docs/benchmarks.md). Called
@@ -143,14 +156,7 @@ class NativeConv2d(nn.Cell):
 
     def __init__(self, stride: tuple[int, int], padding: tuple[int, int, int, int]) -> None:
         super().__init__()
-        (sh, sw), (top, bottom, left, right) = stride, padding
-        # The layout csrc/conv.cc reads: stride h, w; padding top, left, bottom, right.
-        self.attrs = Tensor(np.array([sh, sw, top, left, bottom, right], np.int64))
-
-        def out_shape(x: list[int], w: list[int], attrs: list[int]) -> list[int]:
-            return [x[0], w[0], (x[2] + top + bottom - w[2]) // sh + 1, (x[3] + left + right - w[3]) // sw + 1]
-
-        key = f"stride {sh} {sw} padding {top} {bottom} {left} {right}"
+        self.attrs, key, out_shape = conv_attrs(stride, padding)
         self.forward_kernel = native.custom("ConvFwd", out_shape=out_shape, out_dtype=lambda x, w, a: x, key=key)
         self.data_kernel = native.custom("ConvBwdData", out_shape=lambda dy, w, x, a: x,
                                          out_dtype=lambda dy, w, x, a: dy)
@@ -169,9 +175,9 @@ class NativeConv2dBias(NativeConv2d):
 
     def __init__(self, stride: tuple[int, int], padding: tuple[int, int, int, int]) -> None:
         super().__init__(stride, padding)
-        shape, key = self.forward_kernel.out_shape, self.forward_kernel.attrs["singan_ms_key"]
-        self.forward_kernel = native.custom("ConvFwdBias", out_shape=lambda x, w, b, a: shape(x, w, a),
-                                            out_dtype=lambda x, w, b, a: x, key=key)
+        _, key, out_shape = conv_attrs(stride, padding)
+        self.forward_kernel = native.custom("ConvFwdBias", out_shape=out_shape, out_dtype=lambda x, w, b, a: x,
+                                            key=key)
         self.weight_kernel = native.custom("ConvBwdWeightsBias", out_shape=lambda x, dy, w, a: (w, [w[0]]),
                                            out_dtype=lambda x, dy, w, a: (w, w))
 
@@ -192,15 +198,13 @@ class NativeConvTranspose2d(nn.Cell):
     def __init__(self, stride: tuple[int, int], padding: tuple[int, int, int, int]) -> None:
         super().__init__()
         (sh, sw), (top, bottom, left, right) = stride, padding
-        self.attrs = Tensor(np.array([sh, sw, top, left, bottom, right], np.int64))
+        self.attrs, key, conv_shape = conv_attrs(stride, padding)
 
-        def out_shape(x: list[int], w: list[int], attrs: list[int]) -> list[int]:
+        def out_shape(x: list[int], w: list[int], *_: list[int]) -> list[int]:
             return [x[0], w[1], (x[2] - 1) * sh - top - bottom + w[2], (x[3] - 1) * sw - left - right + w[3]]
 
-        key = f"stride {sh} {sw} padding {top} {bottom} {left} {right}"
         self.forward_kernel = native.custom("ConvTransposeFwd", out_shape=out_shape, out_dtype=lambda x, w, a: x,
                                             key=key)
-        conv_shape = NativeConv2d(stride, padding).forward_kernel.out_shape
         self.data_kernel = native.custom("ConvFwd", out_shape=conv_shape, out_dtype=lambda dy, w, a: dy, key=key)
         self.weight_kernel = native.custom("ConvBwdWeights", out_shape=lambda dy, x, w, a: w,
                                            out_dtype=lambda dy, x, w, a: w)
