@@ -24,16 +24,15 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
 
+#include "aot.h"
 #include "timing.h"
 
 namespace {
@@ -63,7 +62,6 @@ struct Api {
   status_t (*stream_create)(handle*, handle, void*);  // dnnl_threadpool_interop_stream_create
   status_t (*set_max_concurrency)(int);
   status_t (*md_create_with_tag)(handle*, int, const dims_t, int, int);
-  status_t (*md_destroy)(handle);
   int (*md_equal)(const void*, const void*);
   size_t (*md_get_size)(const void*);
   status_t (*attr_create)(handle*);
@@ -389,12 +387,6 @@ struct Output {
   }
 };
 
-bool float32(int nparam, const char** dtypes) {
-  for (int i = 0; i < nparam; ++i)
-    if (std::strcmp(dtypes[i], "float32") != 0 && std::strcmp(dtypes[i], "float") != 0) return false;
-  return true;
-}
-
 // x, w, y: the shapes of input, weight and output; a: int64 [stride_h, stride_w, pad_top, pad_left, pad_bottom,
 // pad_right]. False when they do not describe one convolution.
 Plan* plan(const int64_t* x, const int64_t* w, const int64_t* y, const int64_t* a, bool bias) {
@@ -455,7 +447,6 @@ extern "C" int SinganConvInit(const char* path, int threads) {
   LOAD(stream_create, "dnnl_threadpool_interop_stream_create");
   LOAD(set_max_concurrency, "dnnl_threadpool_interop_set_max_concurrency");
   LOAD(md_create_with_tag, "dnnl_memory_desc_create_with_tag");
-  LOAD(md_destroy, "dnnl_memory_desc_destroy");
   LOAD(md_equal, "dnnl_memory_desc_equal");
   LOAD(md_get_size, "dnnl_memory_desc_get_size");
   LOAD(attr_create, "dnnl_primitive_attr_create");
@@ -487,7 +478,7 @@ extern "C" int SinganConvInit(const char* path, int threads) {
 // ConvFwd(x, w, attrs) -> y
 extern "C" int ConvFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
   singan_timing::Scope timed(singan_timing::kConvFwd);
-  if (nparam != 4 || !float32(2, dtypes)) return 10;
+  if (nparam != 4 || !all_float32(2, dtypes)) return 10;
   return forward(plan(shapes[0], shapes[1], shapes[3], static_cast<int64_t*>(params[2]), false), params[0],
                  params[1], nullptr, params[3]);
 }
@@ -496,7 +487,7 @@ extern "C" int ConvFwd(int nparam, void** params, int* ndims, int64_t** shapes, 
 extern "C" int ConvFwdBias(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
                            void*) {
   singan_timing::Scope timed(singan_timing::kConvFwdBias);
-  if (nparam != 5 || !float32(3, dtypes)) return 10;
+  if (nparam != 5 || !all_float32(3, dtypes)) return 10;
   return forward(plan(shapes[0], shapes[1], shapes[4], static_cast<int64_t*>(params[3]), true), params[0],
                  params[1], params[2], params[4]);
 }
@@ -505,7 +496,7 @@ extern "C" int ConvFwdBias(int nparam, void** params, int* ndims, int64_t** shap
 extern "C" int ConvBwdData(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
                            void*) {
   singan_timing::Scope timed(singan_timing::kConvBwdData);
-  if (nparam != 5 || !float32(3, dtypes)) return 10;
+  if (nparam != 5 || !all_float32(3, dtypes)) return 10;
   return backward_data(plan(shapes[4], shapes[1], shapes[0], static_cast<int64_t*>(params[3]), false), params[0],
                        params[1], params[4]);
 }
@@ -515,7 +506,7 @@ extern "C" int ConvBwdData(int nparam, void** params, int* ndims, int64_t** shap
 extern "C" int ConvTransposeFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
                                 void*) {
   singan_timing::Scope timed(singan_timing::kConvTransposeFwd);
-  if (nparam != 4 || !float32(2, dtypes)) return 10;
+  if (nparam != 4 || !all_float32(2, dtypes)) return 10;
   return backward_data(plan(shapes[3], shapes[1], shapes[0], static_cast<int64_t*>(params[2]), false), params[0],
                        params[1], params[3]);
 }
@@ -524,7 +515,7 @@ extern "C" int ConvTransposeFwd(int nparam, void** params, int* ndims, int64_t**
 extern "C" int ConvBwdWeights(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
                               void*) {
   singan_timing::Scope timed(singan_timing::kConvBwdWeights);
-  if (nparam != 5 || !float32(3, dtypes)) return 10;
+  if (nparam != 5 || !all_float32(3, dtypes)) return 10;
   return backward_weights(plan(shapes[0], shapes[4], shapes[1], static_cast<int64_t*>(params[3]), false),
                           params[0], params[1], params[4], nullptr);
 }
@@ -533,7 +524,7 @@ extern "C" int ConvBwdWeights(int nparam, void** params, int* ndims, int64_t** s
 extern "C" int ConvBwdWeightsBias(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                                   void*, void*) {
   singan_timing::Scope timed(singan_timing::kConvBwdWeightsBias);
-  if (nparam != 6 || !float32(3, dtypes)) return 10;
+  if (nparam != 6 || !all_float32(3, dtypes)) return 10;
   return backward_weights(plan(shapes[0], shapes[4], shapes[1], static_cast<int64_t*>(params[3]), true),
                           params[0], params[1], params[4], params[5]);
 }

@@ -10,10 +10,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <thread>
 #include <vector>
 
+#include "aot.h"
 #include "timing.h"
 
 static int n_threads(int64_t work) {
@@ -38,12 +38,6 @@ static void parallel_for(int64_t n, int64_t grain_elems, F f) {
   }
   f(0, std::min(n, chunk));
   for (auto& x : th) x.join();
-}
-
-static bool all_float32(int nparam, const char** dtypes) {
-  for (int i = 0; i < nparam; ++i)
-    if (std::strcmp(dtypes[i], "float32") != 0 && std::strcmp(dtypes[i], "float") != 0) return false;
-  return true;
 }
 
 // Sum of f(i) over [0, n) in double with kLanes independent partial sums. One running sum waits a floating-point
