@@ -233,9 +233,17 @@ class Conv2d(nn.Conv2d):
         if self.native is None:
             return super().construct(x)
         # value(): see native.custom. Without it the parity case train/trajectory fails (checked).
-        if self.has_bias:
-            return self.native(x, self.weight.value(), self.bias.value())
-        return self.native(x, self.weight.value())
+        return self.conv(x, self.weight.value(), self.bias.value() if self.has_bias else None)
+
+    def conv(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        """This layer's convolution with `weight` and `bias` in place of its Parameters (same shapes), for
+        NLayerDiscriminator.construct_with."""
+        if self.native is None:
+            y = self.conv2d(x, weight)
+            return y if bias is None else self.bias_add(y, bias)
+        if bias is None:
+            return self.native(x, weight)
+        return self.native(x, weight, bias)
 
 
 class Conv2dTranspose(nn.Conv2dTranspose):
@@ -359,9 +367,34 @@ class NLayerDiscriminator(nn.Cell):
         super().__init__()
         self.cfg = cfg
         self.model = build_sequence(cfg, arch.discriminator_plan(cfg), cfg.output_nc)
+        # Parameters per layer that construct_with supplies: a convolution's weight (and bias), else none.
+        self._conv_params = tuple((2 if c.has_bias else 1) if isinstance(c, Conv2d) else 0 for c in self.model)
 
     def construct(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+    @property
+    def stateless(self) -> bool:
+        """True when every trainable Parameter is a convolution's weight or bias and no layer is a BatchNorm (whose
+        forward writes running statistics): then construct_with can stand in for construct with other weights."""
+        stateful = any(isinstance(c, nn.BatchNorm2d) for c in self.model)
+        return not stateful and sum(self._conv_params) == len(self.trainable_params())
+
+    def construct_with(self, x: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        """construct(x) with `weights` (in trainable_params() order) in place of the Parameters; only when
+        `stateless`. The train step evaluates the generator's GAN loss against D's updated weights this way,
+        before writing them (singan_ms.model.TrainStep says why)."""
+        k = 0
+        for i in range(len(self.model)):
+            n = self._conv_params[i]
+            if n == 2:
+                x = self.model[i].conv(x, weights[k], weights[k + 1])
+            elif n == 1:
+                x = self.model[i].conv(x, weights[k])
+            else:
+                x = self.model[i](x)
+            k += n
+        return x
 
 
 class Normalize(nn.Cell):

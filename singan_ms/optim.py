@@ -59,23 +59,27 @@ class Adam(nn.Cell):
         self.lr.set_data(Tensor(np.float64(lr)))
 
     def construct(self, grads: tuple[Tensor, ...]) -> Tensor:
+        return self.apply(self.updates(grads))
+
+    def updates(self, grads: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...],
+                                                          tuple[Tensor, ...]]:
+        """One step's new (step, parameters, exp_avg, exp_avg_sq), computed without writing anything: the train
+        step runs the G step against D's new weights before it writes them (singan_ms.model.TrainStep)."""
         step = self.step + 1.0
-        ops.assign(self.step, step)
         s64 = step.astype(ms.float64)
         bias_correction1 = 1.0 - ops.pow(self.beta1_64, s64)
         bias_correction2 = 1.0 - ops.pow(self.beta2_64, s64)
         neg_step_size = (-(self.lr / bias_correction1)).astype(ms.float32)
         bias_correction2_sqrt = ops.sqrt(bias_correction2).astype(ms.float32)
-        done = True
+        params, exp_avgs, exp_avg_sqs = (), (), ()
         if self.use_kernel:
             scalars = ops.concat((self.kernel_consts, neg_step_size.reshape(1), bias_correction2_sqrt.reshape(1)))
             for i in range(self.n):
-                p_new, m_new, v_new = self.kernel(self.parameters[i], grads[i], self.exp_avg[i], self.exp_avg_sq[i],
-                                                  scalars)
-                done = ops.depend(done, ops.assign(self.exp_avg[i], m_new))
-                done = ops.depend(done, ops.assign(self.exp_avg_sq[i], v_new))
-                done = ops.depend(done, ops.assign(self.parameters[i], p_new))
-            return done
+                # value(): ordered reads (native.custom); a bare Parameter would be the live buffer.
+                p_new, m_new, v_new = self.kernel(self.parameters[i].value(), grads[i], self.exp_avg[i].value(),
+                                                  self.exp_avg_sq[i].value(), scalars)
+                params, exp_avgs, exp_avg_sqs = params + (p_new,), exp_avgs + (m_new,), exp_avg_sqs + (v_new,)
+            return step, params, exp_avgs, exp_avg_sqs
         for i in range(self.n):
             g, p, m, v = grads[i], self.parameters[i], self.exp_avg[i], self.exp_avg_sq[i]
             # torch's vectorised CPU kernels fuse multiply-adds: lerp is fmadd(coeff, g - m, base) and addcmul is
@@ -84,10 +88,18 @@ class Adam(nn.Cell):
             m_new = _fma(self.lerp_coeff, g - m, m if self.lerp_small else g)
             v_new = _fma(self.one_minus_beta2 * g, g, v * self.beta2_32)
             denom = ops.sqrt(v_new) / bias_correction2_sqrt + self.eps
-            p_new = p + neg_step_size * m_new / denom
-            done = ops.depend(done, ops.assign(m, m_new))
-            done = ops.depend(done, ops.assign(v, v_new))
-            done = ops.depend(done, ops.assign(p, p_new))
+            params += (p + neg_step_size * m_new / denom,)
+            exp_avgs, exp_avg_sqs = exp_avgs + (m_new,), exp_avg_sqs + (v_new,)
+        return step, params, exp_avgs, exp_avg_sqs
+
+    def apply(self, updates: tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...], tuple[Tensor, ...]]) -> Tensor:
+        """Write what `updates` computed; returns True once written (for ops.depend)."""
+        step, params, exp_avgs, exp_avg_sqs = updates
+        done = ops.depend(True, ops.assign(self.step, step))
+        for i in range(self.n):
+            done = ops.depend(done, ops.assign(self.exp_avg[i], exp_avgs[i]))
+            done = ops.depend(done, ops.assign(self.exp_avg_sq[i], exp_avg_sqs[i]))
+            done = ops.depend(done, ops.assign(self.parameters[i], params[i]))
         return done
 
 
