@@ -58,7 +58,7 @@ def compare(name: str, ours: np.ndarray, reference: np.ndarray, tol: Tolerance) 
 def compare_sparse(name: str, ours: np.ndarray, reference: np.ndarray, rounding: Tolerance, bound: float,
                    max_fraction: float) -> Comparison:
     """For quantities where a few elements may legitimately part by a known amount (Adam's update of a
-    gradient element at float-noise level has an arbitrary sign: up to 2 lr per step) while the rest must
+    gradient element at float-noise level has an arbitrary sign: parity.runner.adam_noise_bound) while the rest must
     agree to rounding: passes when every element is within `bound` AND at most `max_fraction` of the elements
     are beyond `rounding` (atol + rtol * scale). A real fault moves most elements, or one element beyond the
     bound; sign noise does neither. The Comparison's atol is `bound`, frac_over the measured fraction."""

@@ -39,7 +39,7 @@ class Downsample(nn.Cell):
         # Kept as a Parameter named `filt` (requires_grad False) like CUT's persistent buffer, so converted CUT
         # checkpoints load with every key accounted for; the value is rebuilt here, never trusted from a file.
         self.filt = fixed_filter(np.tile(binomial_filter(3)[None, None], (channels, 1, 1, 1)), "filt")
-        self.pad = nn.ReflectionPad2d(1)
+        self.pad = ReflectionPad2d(1)
 
     def construct(self, x: Tensor) -> Tensor:
         return ops.conv2d(self.pad(x), self.filt, stride=2, groups=self.channels)
@@ -106,6 +106,40 @@ class NativeInstanceNorm(nn.Cell):
 
     def bprop(self, x: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor]:
         return (self.backward_kernel(x, dout),)
+
+
+class ReflectionPad2d(nn.ReflectionPad2d):
+    """nn.ReflectionPad2d by `padding` on every side (torch's ReflectionPad2d(int)); on CPU, of 4-D inputs, by
+    NativeReflectionPad when singan_ms.native's kernels are available: MindSpore's MirrorPadGrad took 200 ms of
+    the 256 px train step where torch's backward takes 60 (docs/benchmarks.md)."""
+
+    def __init__(self, padding: int) -> None:
+        super().__init__(padding)
+        self.kernel = NativeReflectionPad(padding) if native.library() is not None else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.kernel is None or x.ndim != 4:
+            return super().construct(x)
+        return self.kernel(x)
+
+
+class NativeReflectionPad(nn.Cell):
+    """Reflection padding of (N, C, H, W) by singan_ms.native's kernels; the backward adds the mirrored gradients
+    in torch's order (bit-identical to torch's CPU backward). Cell-level bprop, as NativeInstanceNorm."""
+
+    def __init__(self, padding: int) -> None:
+        super().__init__()
+        self.forward_kernel = native.custom(
+            "ReflectionPadFwd", out_shape=lambda x: [x[0], x[1], x[2] + 2 * padding, x[3] + 2 * padding],
+            out_dtype=lambda x: x, key=f"pad {padding}")
+        self.backward_kernel = native.custom("ReflectionPadBwd", out_shape=lambda dy, x: x,
+                                             out_dtype=lambda dy, x: x)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.forward_kernel(x)
+
+    def bprop(self, x: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor]:
+        return (self.backward_kernel(dout, x),)
 
 
 class Identity(nn.Cell):
@@ -280,8 +314,8 @@ class ResnetBlock(nn.Cell):
     def __init__(self, cfg: ModelConfig, dim: int, bias: bool) -> None:
         super().__init__()
         self.conv_block = nn.SequentialCell(
-            nn.ReflectionPad2d(1), conv2d(dim, dim, 3, bias=bias), make_norm(cfg, dim), nn.ReLU(),
-            nn.ReflectionPad2d(1), conv2d(dim, dim, 3, bias=bias), make_norm(cfg, dim))
+            ReflectionPad2d(1), conv2d(dim, dim, 3, bias=bias), make_norm(cfg, dim), nn.ReLU(),
+            ReflectionPad2d(1), conv2d(dim, dim, 3, bias=bias), make_norm(cfg, dim))
 
     def construct(self, x: Tensor) -> Tensor:
         return x + self.conv_block(x)
@@ -291,7 +325,7 @@ def build_layer(cfg: ModelConfig, layer: arch.Layer, in_channels: int) -> nn.Cel
     """One plan entry as a MindSpore cell (the same function as singan_torch's module for that entry)."""
     k = layer.kind
     if k == "reflect_pad":
-        return nn.ReflectionPad2d(layer.pad)
+        return ReflectionPad2d(layer.pad)
     if k == "conv":
         return conv2d(in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding, layer.bias)
     if k == "conv_transpose":
@@ -476,7 +510,7 @@ class GaussianHighPass(nn.Cell):
         k = gaussian_kernel1d(kernel_size, sigma)
         self.kernel_h = Tensor(np.tile(k.reshape(1, 1, 1, -1), (channels, 1, 1, 1)))
         self.kernel_v = Tensor(np.tile(k.reshape(1, 1, -1, 1), (channels, 1, 1, 1)))
-        self.pad = nn.ReflectionPad2d(self.pad_size)
+        self.pad = ReflectionPad2d(self.pad_size)
 
     def construct(self, x: Tensor) -> Tensor:
         blur = ops.conv2d(self.pad(x), self.kernel_h, groups=self.channels)

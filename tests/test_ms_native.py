@@ -12,7 +12,7 @@ import torch
 from mindspore import Parameter, Tensor, mint, nn
 
 from singan_ms import native
-from singan_ms.networks import Conv2dTranspose, InstanceNorm2d, conv2d
+from singan_ms.networks import Conv2dTranspose, InstanceNorm2d, ReflectionPad2d, conv2d
 from singan_ms.optim import Adam
 from tests.ms_tolerances import LAYER_ATOL
 
@@ -36,7 +36,7 @@ def torch_reference(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 class TwoCalls(nn.Cell):
-    """One norm layer applied twice in one differentiated graph, as a generator layer is in each train step."""
+    """One layer applied twice in one differentiated graph, as a generator layer is in each train step."""
 
     def __init__(self, norm: nn.Cell, g1: np.ndarray, g2: np.ndarray) -> None:
         super().__init__()
@@ -188,3 +188,20 @@ def test_native_transposed_conv_matches_torch_with_output_padding(size):
     torch.manual_seed(0)
     ref = torch.nn.ConvTranspose2d(16, 8, 3, 2, 1, output_padding=1, bias=True)
     check_against_torch(layer, ref, np.random.RandomState(1).randn(2, 16, *size).astype(np.float32))
+
+
+@pytest.mark.parametrize("pad,size", [(1, (6, 9)), (3, (5, 4)), (5, (11, 8))])
+def test_reflection_pad_kernel_is_bit_identical_to_torch(pad, size):
+    """Forward is a copy; the backward adds up to four mirrored gradients per element in torch's order, so both
+    equal torch's CPU results exactly. The layer is applied twice in one graph (as generator layers are)."""
+    layer = ReflectionPad2d(pad)
+    assert layer.kernel is not None
+    rs = np.random.RandomState(pad)
+    x1, x2 = (rs.randn(2, 3, *size).astype(np.float32) for _ in range(2))
+    out = (2, 3, size[0] + 2 * pad, size[1] + 2 * pad)
+    g1, g2 = (rs.randn(*out).astype(np.float32) for _ in range(2))
+    d1, d2 = ms.grad(TwoCalls(layer, g1, g2), grad_position=(0, 1))(Tensor(x1), Tensor(x2))
+    for x, g, got in ((x1, g1, d1), (x2, g2, d2)):
+        y_ref, dx_ref = torch_layer_vjp(torch.nn.ReflectionPad2d(pad), x, g)
+        assert np.array_equal(layer(Tensor(x)).asnumpy(), y_ref)
+        assert np.array_equal(got.asnumpy(), dx_ref)

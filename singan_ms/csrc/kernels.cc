@@ -120,6 +120,82 @@ extern "C" int InstanceNormBwd(int nparam, void** params, int* ndims, int64_t** 
   return 0;
 }
 
+// Reflection padding by the same amount p on each side of H and of W (torch's ReflectionPad2d): x (N, C, H, W)
+// -> y (N, C, H + 2p, W + 2p); p is read from the two shapes. Input index of output index o along a side of n.
+static inline int64_t reflect(int64_t o, int64_t p, int64_t n) {
+  const int64_t i = o - p;
+  return i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i);
+}
+
+static bool pad_geometry(int* ndims, int64_t** shapes, int small, int big, int64_t* planes, int64_t* h,
+                         int64_t* w, int64_t* ph, int64_t* pw) {
+  if (ndims[small] != 4 || ndims[big] != 4) return false;
+  const int64_t* s = shapes[small];
+  const int64_t* b = shapes[big];
+  *planes = s[0] * s[1];
+  *h = s[2];
+  *w = s[3];
+  *ph = (b[2] - s[2]) / 2;
+  *pw = (b[3] - s[3]) / 2;
+  // torch's own limit: the pad must be smaller than the side it reflects.
+  return b[0] == s[0] && b[1] == s[1] && b[2] == s[2] + 2 * *ph && b[3] == s[3] + 2 * *pw && *ph < *h &&
+         *pw < *w && *ph >= 0 && *pw >= 0;
+}
+
+extern "C" int ReflectionPadFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                void* stream, void* extra) {
+  singan_timing::Scope timed(singan_timing::kReflectionPadFwd);
+  int64_t planes, h, w, ph, pw;
+  if (nparam != 2 || !all_float32(nparam, dtypes) || !pad_geometry(ndims, shapes, 0, 1, &planes, &h, &w, &ph, &pw))
+    return 1;
+  const float* x = static_cast<const float*>(params[0]);
+  float* y = static_cast<float*>(params[1]);
+  const int64_t ho = h + 2 * ph, wo = w + 2 * pw;
+  parallel_for(planes, planes * ho * wo, [=](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      const float* xp = x + p * h * w;
+      float* yp = y + p * ho * wo;
+      for (int64_t oh = 0; oh < ho; ++oh) {
+        const float* row = xp + reflect(oh, ph, h) * w;
+        float* out = yp + oh * wo;
+        for (int64_t ow = 0; ow < pw; ++ow) out[ow] = row[pw - ow];
+        std::copy(row, row + w, out + pw);
+        for (int64_t ow = pw + w; ow < wo; ++ow) out[ow] = row[2 * (w - 1) - (ow - pw)];
+      }
+    }
+  });
+  return 0;
+}
+
+// Gradient of ReflectionPadFwd: inputs dy (N, C, H + 2p, W + 2p) and x (for its shape; not read); output dx.
+// Each dx element is the sum of the dy elements that copied it, added in dy's row-major order from zero: the
+// order of torch's CPU kernel, so the sums round as torch's do.
+extern "C" int ReflectionPadBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                void* stream, void* extra) {
+  singan_timing::Scope timed(singan_timing::kReflectionPadBwd);
+  int64_t planes, h, w, ph, pw;
+  if (nparam != 3 || !all_float32(nparam, dtypes) || !pad_geometry(ndims, shapes, 1, 0, &planes, &h, &w, &ph, &pw))
+    return 1;
+  const float* dy = static_cast<const float*>(params[0]);
+  float* dx = static_cast<float*>(params[2]);
+  const int64_t ho = h + 2 * ph, wo = w + 2 * pw;
+  parallel_for(planes, planes * ho * wo, [=](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      const float* gp = dy + p * ho * wo;
+      float* dp = dx + p * h * w;
+      std::fill(dp, dp + h * w, 0.0f);
+      for (int64_t oh = 0; oh < ho; ++oh) {
+        float* row = dp + reflect(oh, ph, h) * w;
+        const float* g = gp + oh * wo;
+        for (int64_t ow = 0; ow < pw; ++ow) row[pw - ow] += g[ow];
+        for (int64_t iw = 0; iw < w; ++iw) row[iw] += g[pw + iw];
+        for (int64_t ow = pw + w; ow < wo; ++ow) row[2 * (w - 1) - (ow - pw)] += g[ow];
+      }
+    }
+  });
+  return 0;
+}
+
 // One torch.optim.Adam step (single-tensor path, no weight decay) for one tensor, rounding as torch's CPU
 // kernels do. Inputs: param, grad, exp_avg, exp_avg_sq, scalars = [lerp_coeff, lerp_small, beta2, 1 - beta2,
 // eps, -step_size, sqrt(bias_correction2)]; outputs: new param, exp_avg, exp_avg_sq.

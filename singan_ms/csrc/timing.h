@@ -11,10 +11,10 @@
 namespace singan_timing {
 
 enum Kernel { kConvFwd, kConvFwdBias, kConvTransposeFwd, kConvBwdData, kConvBwdWeights, kConvBwdWeightsBias,
-              kInstanceNormFwd, kInstanceNormBwd, kAdamStep, kCount };
+              kInstanceNormFwd, kInstanceNormBwd, kAdamStep, kReflectionPadFwd, kReflectionPadBwd, kCount };
 inline const char* const kNames[kCount] = {"ConvFwd", "ConvFwdBias", "ConvTransposeFwd", "ConvBwdData",
                                            "ConvBwdWeights", "ConvBwdWeightsBias", "InstanceNormFwd",
-                                           "InstanceNormBwd", "AdamStep"};
+                                           "InstanceNormBwd", "AdamStep", "ReflectionPadFwd", "ReflectionPadBwd"};
 inline std::atomic<bool> enabled{false};
 inline std::atomic<int64_t> nanoseconds[kCount];
 inline std::atomic<int64_t> calls[kCount];
