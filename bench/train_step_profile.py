@@ -45,6 +45,7 @@ NATIVE_KERNELS = {
     "ConvFwd": "conv forward", "ConvFwdBias": "conv forward", "ConvTransposeFwd": "conv forward",
     "ConvBwdData": "conv backward", "ConvBwdWeights": "conv backward", "ConvBwdWeightsBias": "conv backward",
     "InstanceNormFwd": "norm", "InstanceNormBwd": "norm", "AdamStep": "other",
+    "ReflectionPadFwd": "padding", "ReflectionPadBwd": "padding",
 }
 
 

@@ -7,8 +7,12 @@ L = lambda_GAN L_adv + lambda_NCE L_cl + lambda_perceptual L_p + lambda_MMD L_mm
 
 The whole iteration (both gradient computations and all three optimiser updates) is one compiled graph
 (`TrainStep`, run through mindspore.jit); G's first forward pass is differentiated with mindspore.vjp and reused
-by both steps, as torch's autograd reuses it, so G runs forward once per iteration (and BatchNorm running stats
-move exactly as often as in torch). Under msrun (singan_ms.distributed) the step also averages each network's
+by both steps, as torch's autograd reuses it. MindSpore's pullback recomputes that forward unless nothing is
+written between the two (it then merges them), so D's update is computed first, handed to the G step as values
+(NLayerDiscriminator.construct_with) and written after G's pullback: G runs forward once per iteration in
+GRAPH_MODE. With BatchNorm in D (its forward writes running statistics) D is updated in place before the G step
+and the forward runs twice; that second pass also moves G's BatchNorm running statistics a second time (known,
+tests/test_ms_train.py marks it). Under msrun (singan_ms.distributed) the step also averages each network's
 gradients over the ranks before its update, inside the same graph.
 """
 

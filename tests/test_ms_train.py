@@ -112,6 +112,29 @@ def test_discriminator_update_matches_torch_in_both_orderings(norm):
         assert np.abs(after[k] - tstate[k]).max() < 1e-6, k
 
 
+@pytest.mark.xfail(strict=True, reason="known, not fixed: with BatchNorm MindSpore reruns G's forward for the "
+                   "pullback and that rerun updates G's running statistics again (docs/benchmarks.md, 2026-12-02)")
+def test_batchnorm_running_statistics_follow_torch():
+    """Losses match with norm='batch' (train-mode BatchNorm uses batch statistics), but G's running statistics,
+    which dehazing uses, drift from torch's: measured 0.077 on running_var (of 0.28) after 3 steps."""
+    cfg = ModelConfig(**{**TINY.__dict__, "norm": "batch"})
+    tc = TrainConfig(seed=3, crop_size=32, load_size=36)
+    setup("CPU", "graph")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tm, mm = TM.SinGANDehazeModel(cfg, tc), MM.SinGANDehazeModel(cfg, tc)
+    rs = np.random.RandomState(0)
+    for step in range(3):
+        a, b = rs.uniform(-1, 1, (2, 1, 3, 32, 32)).astype(np.float32)
+        draws = TM.draws_for(cfg, 3, step, 1, 32, 32)
+        tm.optimize(a, b, draws), mm.optimize(a, b, draws)
+    tstate = {k: v.detach().numpy() for k, v in tm.netG.state_dict().items()}
+    for k, v in to_numpy_state(mm.netG).items():
+        if "moving_" in k:
+            ref = tstate[torch_name(k)]
+            assert np.abs(v - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), k
+
+
 def test_generator_runs_forward_once_per_step():
     """The pullback reuses vjp's forward: G's two transposed convolutions run once each per step (counted by the
     compiled kernels). A write between the two (D updated in place) made MindSpore run G's forward twice.
