@@ -11,9 +11,10 @@ by both steps, as torch's autograd reuses it. MindSpore's pullback recomputes th
 written between the two (it then merges them), so D's update is computed first, handed to the G step as values
 (NLayerDiscriminator.construct_with) and written after G's pullback: G runs forward once per iteration in
 GRAPH_MODE. With BatchNorm in D (its forward writes running statistics) D is updated in place before the G step
-and the forward runs twice; that second pass also moves G's BatchNorm running statistics a second time (known,
-tests/test_ms_train.py marks it). Under msrun (singan_ms.distributed) the step also averages each network's
-gradients over the ranks before its update, inside the same graph.
+and the forward runs twice; G's BatchNorm running statistics then drift from torch's (known, not fixed; the
+rerun updating them again is the likely cause; tests/test_ms_train.py marks it). Under msrun
+(singan_ms.distributed) the step also averages each network's gradients over the ranks before its update,
+inside the same graph.
 """
 
 from __future__ import annotations

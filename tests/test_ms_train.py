@@ -113,7 +113,7 @@ def test_discriminator_update_matches_torch_in_both_orderings(norm):
 
 
 @pytest.mark.xfail(strict=True, reason="known, not fixed: with BatchNorm MindSpore reruns G's forward for the "
-                   "pullback and that rerun updates G's running statistics again (docs/benchmarks.md, 2026-12-02)")
+                   "pullback, likely updating G's running statistics again (docs/benchmarks.md, 2026-12-02)")
 def test_batchnorm_running_statistics_follow_torch():
     """Losses match with norm='batch' (train-mode BatchNorm uses batch statistics), but G's running statistics,
     which dehazing uses, drift from torch's: measured 0.077 on running_var (of 0.28) after 3 steps."""
