@@ -155,13 +155,13 @@ class TrainStep(nn.Cell):
             # time for the pullback (measured: 18 convolutions and 23 norms more per step, ~0.35 s at 256 px).
             d_updates = self.optimizer_D.updates(grads_D)
             d_weights = tuple(ops.stop_gradient(w) for w in d_updates[1])
-            (loss_G, loss_gan, loss_nce, loss_p, loss_mmd), (grad_fake, grads_GF) = self.grad_G(
-                fake, feat_k, real_A, real_B, patch_ids, neg_noise, ids_fake, ids_real, d_weights)
+            fake_g = fake
         else:
             # D's forward writes state (BatchNorm): update D in place before the G step.
-            d_done = self.optimizer_D(grads_D)
-            (loss_G, loss_gan, loss_nce, loss_p, loss_mmd), (grad_fake, grads_GF) = self.grad_G(
-                ops.depend(fake, d_done), feat_k, real_A, real_B, patch_ids, neg_noise, ids_fake, ids_real)
+            d_weights = None
+            fake_g = ops.depend(fake, self.optimizer_D(grads_D))
+        (loss_G, loss_gan, loss_nce, loss_p, loss_mmd), (grad_fake, grads_GF) = self.grad_G(
+            fake_g, feat_k, real_A, real_B, patch_ids, neg_noise, ids_fake, ids_real, d_weights)
         _, grads_G_forward = g_vjp(grad_fake)
         grads_G = tuple(a + b for a, b in zip(grads_GF[: self.n_G], grads_G_forward))
         grads_F = grads_GF[self.n_G:]

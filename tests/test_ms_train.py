@@ -64,20 +64,28 @@ def test_adam_compiled_matches_torch(beta1):
     assert float(adam.step.asnumpy()) == 4.0
 
 
-def test_compiled_train_step_matches_torch_and_changes_weights():
-    """Three compiled iterations against singan_torch's: every logged loss agrees, weights move."""
+def train_pair(cfg: ModelConfig) -> tuple:
+    """singan_torch's model and the compiled singan_ms one after three identical iterations (seed 3, 32x32
+    crops), every logged loss checked against torch's at each step; also the MindSpore G and D states before."""
     tc = TrainConfig(seed=3, crop_size=32, load_size=36)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tm, mm = TM.SinGANDehazeModel(TINY, tc), MM.SinGANDehazeModel(TINY, tc, jit=True)
-    before = to_numpy_state(mm.netG)
+        tm, mm = TM.SinGANDehazeModel(cfg, tc), MM.SinGANDehazeModel(cfg, tc, jit=True)
+    before = {"G": to_numpy_state(mm.netG), "D": to_numpy_state(mm.netD)}
     rs = np.random.RandomState(0)
     for step in range(3):
         a, b = rs.uniform(-1, 1, (2, 1, 3, 32, 32)).astype(np.float32)
-        draws = TM.draws_for(TINY, 3, step, 1, 32, 32)
+        draws = TM.draws_for(cfg, 3, step, 1, 32, 32)
         lt, lm = tm.optimize(a, b, draws), mm.optimize(a, b, draws)
         for k in lt:
             assert abs(lt[k] - lm[k]) <= LOSS_ATOL * max(1.0, abs(lt[k])), (step, k, lt[k], lm[k])
+    return tm, mm, before
+
+
+def test_compiled_train_step_matches_torch_and_changes_weights():
+    """Three compiled iterations against singan_torch's: every logged loss agrees, weights move."""
+    tm, mm, start = train_pair(TINY)
+    before = start["G"]
     after = to_numpy_state(mm.netG)
     assert any(not np.array_equal(before[k], after[k]) for k in before)
     # Weights that are not structural zeros follow torch's closely (those differ by up to 2 lr per step).
@@ -89,20 +97,9 @@ def test_compiled_train_step_matches_torch_and_changes_weights():
 def test_discriminator_update_matches_torch_in_both_orderings(norm):
     """D is written after G's pullback when its forward has no state (instance norm), in place before the G step
     when it has (BatchNorm); either way the G step must see D's updated weights, as torch's does."""
-    cfg = ModelConfig(**{**TINY.__dict__, "norm": norm})
-    tc = TrainConfig(seed=3, crop_size=32, load_size=36)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tm, mm = TM.SinGANDehazeModel(cfg, tc), MM.SinGANDehazeModel(cfg, tc, jit=True)
+    tm, mm, start = train_pair(ModelConfig(**{**TINY.__dict__, "norm": norm}))
     assert mm.train_step.defer_D == (norm == "instance")
-    before = to_numpy_state(mm.netD)
-    rs = np.random.RandomState(0)
-    for step in range(3):
-        a, b = rs.uniform(-1, 1, (2, 1, 3, 32, 32)).astype(np.float32)
-        draws = TM.draws_for(cfg, 3, step, 1, 32, 32)
-        lt, lm = tm.optimize(a, b, draws), mm.optimize(a, b, draws)
-        for k in lt:
-            assert abs(lt[k] - lm[k]) <= LOSS_ATOL * max(1.0, abs(lt[k])), (step, k, lt[k], lm[k])
+    before = start["D"]
     after = to_numpy_state(mm.netD)
     tstate = {k: v.detach().numpy() for k, v in tm.netD.state_dict().items()}
     # Convolution weights (not the structurally-zero-gradient biases before a norm): measured <= 6.5e-8 from
@@ -117,17 +114,8 @@ def test_discriminator_update_matches_torch_in_both_orderings(norm):
 def test_batchnorm_running_statistics_follow_torch():
     """Losses match with norm='batch' (train-mode BatchNorm uses batch statistics), but G's running statistics,
     which dehazing uses, drift from torch's: measured 0.077 on running_var (of 0.28) after 3 steps."""
-    cfg = ModelConfig(**{**TINY.__dict__, "norm": "batch"})
-    tc = TrainConfig(seed=3, crop_size=32, load_size=36)
-    setup("CPU", "graph")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tm, mm = TM.SinGANDehazeModel(cfg, tc), MM.SinGANDehazeModel(cfg, tc)
-    rs = np.random.RandomState(0)
-    for step in range(3):
-        a, b = rs.uniform(-1, 1, (2, 1, 3, 32, 32)).astype(np.float32)
-        draws = TM.draws_for(cfg, 3, step, 1, 32, 32)
-        tm.optimize(a, b, draws), mm.optimize(a, b, draws)
+    setup("CPU", "graph")  # as `python -m singan_ms train` runs; conftest restores PyNative for the next test
+    tm, mm, _ = train_pair(ModelConfig(**{**TINY.__dict__, "norm": "batch"}))
     tstate = {k: v.detach().numpy() for k, v in tm.netG.state_dict().items()}
     for k, v in to_numpy_state(mm.netG).items():
         if "moving_" in k:
