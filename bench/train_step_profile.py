@@ -46,6 +46,10 @@ NATIVE_KERNELS = {
     "ConvBwdData": "conv backward", "ConvBwdWeights": "conv backward", "ConvBwdWeightsBias": "conv backward",
     "InstanceNormFwd": "norm", "InstanceNormBwd": "norm", "AdamStep": "other",
     "ReflectionPadFwd": "padding", "ReflectionPadBwd": "padding",
+    # torch adds a transposed convolution's bias inside the convolution and sums its gradient in the backward
+    "BiasAddFwd": "conv forward", "BiasAddBwd": "conv backward",
+    "MaxPoolFwd": "other", "MaxPoolBwd": "other", "LeakyReluFwd": "other", "LeakyReluBwd": "other",
+    "L1MeanFwd": "other", "L1MeanBwd": "other", "GatherPositionsFwd": "other", "GatherPositionsBwd": "other",
 }
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from singan_common.config import ModelConfig
+from singan_ms import native
 from singan_ms.networks import VGG16Features
 
 
@@ -53,6 +54,37 @@ class PatchNCELoss(nn.Cell):
         return -ops.log_softmax(logits, axis=1)[:, 0]
 
 
+class L1Mean(nn.Cell):
+    """mean |pred - target|, differentiated for pred only (the target is a detached feature map). On CPU by
+    NativeL1Mean when singan_ms.native's kernels are available: MindSpore's ReduceMean and its Abs gradient's Sign
+    took 50 ms of the train step on VGG16's feature maps, torch 3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel = NativeL1Mean() if native.library() is not None else None
+
+    def construct(self, pred: Tensor, target: Tensor) -> Tensor:
+        if self.kernel is None:
+            return ops.abs(pred - target).mean()
+        return self.kernel(pred, target)
+
+
+class NativeL1Mean(nn.Cell):
+    """mean |pred - target| by singan_ms.native's kernels: the differences in float as torch's, their sum in
+    double, rounded once; the gradient is torch's sign(pred - target) * (dout / n) exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forward_kernel = native.custom("L1MeanFwd", out_shape=lambda a, b: [], out_dtype=lambda a, b: a)
+        self.backward_kernel = native.custom("L1MeanBwd", out_shape=lambda a, b, g: a, out_dtype=lambda a, b, g: a)
+
+    def construct(self, pred: Tensor, target: Tensor) -> Tensor:
+        return self.forward_kernel(pred, target)
+
+    def bprop(self, pred: Tensor, target: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor, Tensor]:
+        return self.backward_kernel(pred, target, dout), ops.zeros_like(target)
+
+
 class PerceptualLoss(nn.Cell):
     """Eq. 3: sum_i w_i * mean |phi_i(fake) - phi_i(real)| over VGG16 relu1_2, relu2_2, relu3_3."""
 
@@ -60,13 +92,14 @@ class PerceptualLoss(nn.Cell):
         super().__init__()
         self.vgg = vgg
         self.layers, self.weights = tuple(cfg.perceptual_layers), tuple(cfg.perceptual_weights)
+        self.l1 = L1Mean()
 
     def construct(self, fake: Tensor, real: Tensor) -> Tensor:
         target = self.vgg(ops.stop_gradient(real), self.layers)
         pred = self.vgg(fake, self.layers)
         loss = ops.zeros((), fake.dtype)
         for i in range(len(self.weights)):
-            loss = loss + self.weights[i] * ops.abs(pred[i] - ops.stop_gradient(target[i])).mean()
+            loss = loss + self.weights[i] * self.l1(pred[i], ops.stop_gradient(target[i]))
         return loss
 
 

@@ -29,8 +29,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
-SOURCES = (Path(__file__).parent / "csrc" / "kernels.cc", Path(__file__).parent / "csrc" / "conv.cc")
-HEADERS = (Path(__file__).parent / "csrc" / "aot.h", Path(__file__).parent / "csrc" / "timing.h")
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = (CSRC / "kernels.cc", CSRC / "layers.cc", CSRC / "conv.cc")
+HEADERS = (CSRC / "aot.h", CSRC / "parallel.h", CSRC / "timing.h")
 # -ffp-contract=off: the Adam kernel's rounding must be exactly the one written (no compiler-made FMAs).
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-ffp-contract=off", "-fno-math-errno")
 LIBS = ("-ldl",)

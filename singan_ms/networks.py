@@ -142,6 +142,89 @@ class NativeReflectionPad(nn.Cell):
         return (self.backward_kernel(dout, x),)
 
 
+class MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d (torchvision VGG16's 2x2, stride 2); on CPU, of 4-D inputs, by NativeMaxPool2d when
+    singan_ms.native's kernels are available: MindSpore's MaxPoolGrad took 41 ms of the 256 px train step where
+    torch's backward takes 2 (docs/benchmarks.md)."""
+
+    def __init__(self, kernel_size: int, stride: int) -> None:
+        super().__init__(kernel_size=kernel_size, stride=stride)
+        fits = kernel_size == 2 and stride == 2
+        self.kernel = NativeMaxPool2d() if fits and native.library() is not None else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.kernel is None or x.ndim != 4:
+            return super().construct(x)
+        return self.kernel(x)
+
+
+class NativeMaxPool2d(nn.Cell):
+    """2x2 stride-2 max pooling (floor mode) of (N, C, H, W) by singan_ms.native's kernels; the backward sends each
+    window's gradient to the element torch's CPU kernel picks (first maximum in scan order, NaN wins), so both
+    directions equal torch's bit for bit. Cell-level bprop, as NativeInstanceNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forward_kernel = native.custom("MaxPoolFwd", out_shape=lambda x: [x[0], x[1], x[2] // 2, x[3] // 2],
+                                            out_dtype=lambda x: x)
+        self.backward_kernel = native.custom("MaxPoolBwd", out_shape=lambda x, dy: x, out_dtype=lambda x, dy: x)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.forward_kernel(x)
+
+    def bprop(self, x: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor]:
+        return (self.backward_kernel(x, dout),)
+
+
+class LeakyReLU(nn.LeakyReLU):
+    """nn.LeakyReLU; on CPU by NativeLeakyReLU when singan_ms.native's kernels are available: MindSpore computes
+    it as Maximum(x, alpha x), whose gradient is two Selects (37 ms of the train step; torch's backward: 2)."""
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__(alpha)
+        self.kernel = NativeLeakyReLU(alpha) if native.library() is not None else None
+
+    def construct(self, x: Tensor) -> Tensor:
+        if self.kernel is None:
+            return super().construct(x)
+        return self.kernel(x)
+
+
+class NativeLeakyReLU(nn.Cell):
+    """torch's leaky_relu and its backward (x > 0 ? x : alpha x; x > 0 ? dy : alpha dy) by singan_ms.native's
+    kernels, bit-identical to torch's CPU results. Cell-level bprop, as NativeInstanceNorm."""
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.slope = Tensor(np.array([alpha], np.float32))
+        self.forward_kernel = native.custom("LeakyReluFwd", out_shape=lambda x, s: x, out_dtype=lambda x, s: x)
+        self.backward_kernel = native.custom("LeakyReluBwd", out_shape=lambda x, dy, s: x,
+                                             out_dtype=lambda x, dy, s: x)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.forward_kernel(x, self.slope)
+
+    def bprop(self, x: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor]:
+        return (self.backward_kernel(x, dout, self.slope),)
+
+
+class NativeBiasAdd(nn.Cell):
+    """x + bias[c] over axis 1 by singan_ms.native's kernels; the bias gradient sums dout in double. MindSpore's
+    broadcast add and its ReduceSum gradient took 28 ms of the train step for the two transposed convolutions'
+    biases. Cell-level bprop, as NativeInstanceNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forward_kernel = native.custom("BiasAddFwd", out_shape=lambda x, b: x, out_dtype=lambda x, b: x)
+        self.backward_kernel = native.custom("BiasAddBwd", out_shape=lambda dy: [dy[1]], out_dtype=lambda dy: dy)
+
+    def construct(self, x: Tensor, bias: Tensor) -> Tensor:
+        return self.forward_kernel(x, bias)
+
+    def bprop(self, x: Tensor, bias: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor, Tensor]:
+        return dout, self.backward_kernel(dout)
+
+
 class Identity(nn.Cell):
     def construct(self, x: Tensor) -> Tensor:
         return x
@@ -292,13 +375,14 @@ class Conv2dTranspose(nn.Conv2dTranspose):
         super().__init__(in_channels, out_channels, kernel, stride=stride, pad_mode="pad", padding=pads,
                          has_bias=bias)
         self.native = NativeConvTranspose2d((stride, stride), pads) if native.convolutions() else None
+        self.native_bias = NativeBiasAdd() if self.native is not None and bias else None
 
     def construct(self, x: Tensor) -> Tensor:
         if self.native is None:
             return super().construct(x)
         y = self.native(x, self.weight.value())
         if self.has_bias:
-            y = y + self.bias.reshape(1, -1, 1, 1)
+            y = self.native_bias(y, self.bias.value())
         return y
 
 
@@ -336,7 +420,7 @@ def build_layer(cfg: ModelConfig, layer: arch.Layer, in_channels: int) -> nn.Cel
     if k == "relu":
         return nn.ReLU()
     if k == "lrelu":
-        return nn.LeakyReLU(0.2)
+        return LeakyReLU(0.2)
     if k == "downsample":
         return Downsample(layer.out_channels)
     if k == "upsample":
@@ -439,6 +523,42 @@ class Normalize(nn.Cell):
         return x / (norm + 1e-7)
 
 
+class SamplePositions(nn.Cell):
+    """(B, C, H, W) features and (K,) flattened spatial positions -> (B * K, C) feature vectors (CUT's
+    permute-flatten-index). On CPU by NativeGatherPositions when singan_ms.native's kernels are available:
+    MindSpore's Gather gradient along an inner axis transposes whole feature maps (30 ms of the train step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel = NativeGatherPositions() if native.library() is not None else None
+
+    def construct(self, feat: Tensor, ids: Tensor) -> Tensor:
+        b, c, h, w = feat.shape
+        flat = feat.reshape(b, c, h * w)
+        if self.kernel is None:
+            return ops.gather(flat, ids, 2).transpose(0, 2, 1).reshape(-1, c)
+        return self.kernel(flat, ids).reshape(-1, c)
+
+
+class NativeGatherPositions(nn.Cell):
+    """(B, C, P), (K,) ids -> (B, K, C), out[b, k, c] = feat[b, c, ids[k]], by singan_ms.native's kernels (copies
+    both ways, so equal to the operator route); the backward scatters the rows back. Cell-level bprop, as
+    NativeInstanceNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forward_kernel = native.custom("GatherPositionsFwd", out_shape=lambda f, ids: [f[0], ids[0], f[1]],
+                                            out_dtype=lambda f, ids: f)
+        self.backward_kernel = native.custom("GatherPositionsBwd", out_shape=lambda dy, ids, f: f,
+                                             out_dtype=lambda dy, ids, f: f)
+
+    def construct(self, feat: Tensor, ids: Tensor) -> Tensor:
+        return self.forward_kernel(feat, ids)
+
+    def bprop(self, feat: Tensor, ids: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor, Tensor]:
+        return self.backward_kernel(dout, ids, feat), ops.zeros_like(ids)
+
+
 class PatchSampleF(nn.Cell):
     """CUT's PatchSampleF (mlp_sample) with its MLPs built eagerly from the generator config."""
 
@@ -455,15 +575,13 @@ class PatchSampleF(nn.Cell):
         # Graph mode cannot getattr by a computed name; a CellList would rename the parameters, so keep a plain
         # tuple of the already-registered cells (it adds no names).
         self._mlps = tuple(mlps)
+        self.sample = SamplePositions()
 
     def construct(self, feats: list[Tensor], patch_ids: list[Tensor]) -> list[Tensor]:
         """Sample the same positions from every image of the batch: (B * P, netF_nc) per layer."""
         out = []
         for i in range(self.num_mlps):
-            feat = feats[i]
-            b, c, h, w = feat.shape
-            sample = ops.gather(feat.reshape(b, c, h * w), patch_ids[i], 2).transpose(0, 2, 1).reshape(-1, c)
-            out.append(self.l2norm(self._mlps[i](sample)))
+            out.append(self.l2norm(self._mlps[i](self.sample(feats[i], patch_ids[i]))))
         return out
 
 
@@ -482,7 +600,7 @@ class VGG16Features(nn.Cell):
         c = 3
         for v in arch.VGG16_PLAN:
             if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                layers.append(MaxPool2d(kernel_size=2, stride=2))
             else:
                 layers += [conv2d(c, int(v), 3, padding=1), nn.ReLU()]
                 c = int(v)

@@ -12,7 +12,9 @@ import torch
 from mindspore import Parameter, Tensor, mint, nn
 
 from singan_ms import native
-from singan_ms.networks import Conv2dTranspose, InstanceNorm2d, ReflectionPad2d, conv2d
+from singan_ms.losses import L1Mean
+from singan_ms.networks import (Conv2dTranspose, InstanceNorm2d, LeakyReLU, MaxPool2d, ReflectionPad2d,
+                                SamplePositions, conv2d)
 from singan_ms.optim import Adam
 from tests.ms_tolerances import LAYER_ATOL
 
@@ -205,3 +207,121 @@ def test_reflection_pad_kernel_is_bit_identical_to_torch(pad, size):
         y_ref, dx_ref = torch_layer_vjp(torch.nn.ReflectionPad2d(pad), x, g)
         assert np.array_equal(layer(Tensor(x)).asnumpy(), y_ref)
         assert np.array_equal(got.asnumpy(), dx_ref)
+
+
+def torch_vjp(fn, x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t = torch.tensor(x, requires_grad=True)
+    y = fn(t)
+    y.backward(torch.tensor(g))
+    return y.detach().numpy(), t.grad.numpy()
+
+
+def two_call_grads(layer: nn.Cell, x1: np.ndarray, x2: np.ndarray, out_shape: tuple[int, ...]):
+    """The layer's input gradients for two inputs when it is applied twice in one differentiated graph (as
+    generator, VGG16 and discriminator layers are in each train step), with the cotangents used."""
+    rs = np.random.RandomState(7)
+    g1, g2 = (rs.randn(*out_shape).astype(np.float32) for _ in range(2))
+    d1, d2 = ms.grad(TwoCalls(layer, g1, g2), grad_position=(0, 1))(Tensor(x1), Tensor(x2))
+    return ((x1, g1, d1.asnumpy()), (x2, g2, d2.asnumpy()))
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_max_pool_kernel_is_bit_identical_to_torch(size):
+    """Both directions are copies of torch's choice, ties included: after a ReLU most windows hold several equal
+    zeros, so the test feeds quantised values with many ties (and an odd size, whose last row / column torch
+    drops)."""
+    layer = MaxPool2d(kernel_size=2, stride=2)
+    assert layer.kernel is not None
+    rs = np.random.RandomState(3)
+    x1, x2 = (np.maximum(rs.randint(-2, 3, (2, 3, *size)), 0).astype(np.float32) for _ in range(2))
+    out = (2, 3, size[0] // 2, size[1] // 2)
+    for x, g, got in two_call_grads(layer, x1, x2, out):
+        y_ref, dx_ref = torch_vjp(lambda t: torch.nn.functional.max_pool2d(t, 2, 2), x, g)
+        assert np.array_equal(layer(Tensor(x)).asnumpy(), y_ref)
+        assert np.array_equal(got, dx_ref)
+
+
+def test_leaky_relu_kernel_is_bit_identical_to_torch():
+    layer = LeakyReLU(0.2)
+    assert layer.kernel is not None
+    rs = np.random.RandomState(4)
+    x1, x2 = (rs.randn(2, 3, 5, 6).astype(np.float32) for _ in range(2))
+    x1[0, 0, 0, :3] = 0.0  # torch's gradient at 0 is the negative side's
+    for x, g, got in two_call_grads(layer, x1, x2, x1.shape):
+        y_ref, dx_ref = torch_vjp(lambda t: torch.nn.functional.leaky_relu(t, 0.2), x, g)
+        assert np.array_equal(layer(Tensor(x)).asnumpy(), y_ref)
+        assert np.array_equal(got, dx_ref)
+
+
+class L1Loss(nn.Cell):
+    def __init__(self, l1: nn.Cell, target: np.ndarray) -> None:
+        super().__init__()
+        self.l1, self.target = l1, Tensor(target)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return 3.0 * self.l1(x, self.target)
+
+
+def test_l1_mean_kernel_against_float64_and_torch_gradient():
+    """The mean is the float64 mean of torch's float32 differences, rounded once (torch's float32 mean is within
+    a few ulps of it); the gradient is torch's sign(d) * dout / n exactly, zero where pred == target."""
+    l1 = L1Mean()
+    assert l1.kernel is not None
+    rs = np.random.RandomState(5)
+    pred = rs.randn(1, 4, 33, 35).astype(np.float32)
+    target = rs.randn(1, 4, 33, 35).astype(np.float32)
+    target[0, 0, 0, :4] = pred[0, 0, 0, :4]
+    want = np.abs((pred - target).astype(np.float64)).mean()
+    assert l1(Tensor(pred), Tensor(target)).asnumpy() == np.float32(want)
+    t = torch.tensor(pred, requires_grad=True)
+    (3.0 * (t - torch.tensor(target)).abs().mean()).backward()
+    got = ms.grad(L1Loss(l1, target))(Tensor(pred)).asnumpy()
+    assert np.array_equal(got, t.grad.numpy())
+
+
+def test_transposed_conv_bias_kernel_against_float64():
+    """The stride-2 transposed convolution's bias by the kernel: forward exactly x + b (one float add, as the
+    operator route); bias gradient = dout summed in double, rounded once."""
+    layer = Conv2dTranspose(4, 3, 3, 2, 1, output_padding=1, bias=True)
+    assert layer.native_bias is not None
+    rs = np.random.RandomState(6)
+    x = rs.randn(2, 4, 9, 7).astype(np.float32)
+    y = layer(Tensor(x)).asnumpy()
+    y_nobias = layer.native(Tensor(x), layer.weight).asnumpy()
+    assert np.array_equal(y, y_nobias + layer.bias.asnumpy().reshape(1, -1, 1, 1))
+    g = rs.randn(*y.shape).astype(np.float32)
+    db = ms.grad(Loss(layer, g), None, (layer.bias,))(Tensor(x))[0].asnumpy()
+    assert np.array_equal(db, g.astype(np.float64).sum(axis=(0, 2, 3)).astype(np.float32))
+
+
+def test_sample_positions_kernel_equals_torch_permute_flatten_index():
+    """CUT's sampler in torch: feat.permute(0, 2, 3, 1).flatten(1, 2)[:, ids, :].flatten(0, 1); copies both ways,
+    so the kernel equals it exactly (int64 ids as drawn, int32 accepted)."""
+    sample = SamplePositions()
+    assert sample.kernel is not None
+    rs = np.random.RandomState(8)
+    feat = rs.randn(2, 5, 6, 7).astype(np.float32)
+    ids = rs.permutation(42)[:9]
+    g = rs.randn(18, 5).astype(np.float32)
+    t = torch.tensor(feat, requires_grad=True)
+    want = t.permute(0, 2, 3, 1).flatten(1, 2)[:, torch.tensor(ids), :].flatten(0, 1)
+    want.backward(torch.tensor(g))
+
+    class Sampled(nn.Cell):
+        def __init__(self, ids: Tensor) -> None:
+            super().__init__()
+            self.sample, self.ids, self.g = sample, ids, Tensor(g)
+
+        def construct(self, x: Tensor) -> Tensor:
+            return (self.sample(x, self.ids) * self.g).sum()
+
+    for dtype in (np.int64, np.int32):
+        ids_t = Tensor(ids.astype(dtype))
+        assert np.array_equal(sample(Tensor(feat), ids_t).asnumpy(), want.detach().numpy())
+        assert np.array_equal(ms.grad(Sampled(ids_t))(Tensor(feat)).asnumpy(), t.grad.numpy())
+
+
+def test_sample_positions_kernel_rejects_an_id_out_of_range():
+    sample = SamplePositions()
+    with pytest.raises(RuntimeError):
+        sample(Tensor(np.zeros((1, 2, 3, 3), np.float32)), Tensor(np.array([0, 9], np.int64))).asnumpy()

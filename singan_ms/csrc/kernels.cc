@@ -2,10 +2,7 @@
 //
 // Every function has MindSpore's AOT signature: params holds the inputs' then the outputs' data pointers;
 // ndims / shapes / dtypes describe them. A non-zero return makes MindSpore raise.
-//
-// Threads: plain std::thread over independent slices (planes, element ranges), because MindSpore's thread pool
-// is not reachable from an AOT kernel; the count is OMP_NUM_THREADS if set (msrun sets 1 per worker), else all
-// CPUs, and small tensors run on the calling thread.
+// Threads: parallel.h.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -14,50 +11,11 @@
 #include <vector>
 
 #include "aot.h"
+#include "parallel.h"
 #include "timing.h"
 
-static int n_threads(int64_t work) {
-  int n = (int)std::thread::hardware_concurrency();
-  const char* e = std::getenv("OMP_NUM_THREADS");
-  if (e && std::atoi(e) > 0) n = std::atoi(e);
-  if (n < 1) n = 1;
-  if (work < (1 << 15)) n = 1;
-  return n;
-}
-
-template <class F>
-static void parallel_for(int64_t n, int64_t grain_elems, F f) {
-  int t = n_threads(grain_elems);
-  if (t > n) t = (int)n;
-  if (t <= 1) { f(0, n); return; }
-  std::vector<std::thread> th;
-  int64_t chunk = (n + t - 1) / t;
-  for (int i = 1; i < t; ++i) {
-    int64_t b = i * chunk, e = std::min(n, b + chunk);
-    if (b < e) th.emplace_back(f, b, e);
-  }
-  f(0, std::min(n, chunk));
-  for (auto& x : th) x.join();
-}
-
-// Sum of f(i) over [0, n) in double with kLanes independent partial sums. One running sum waits a floating-point
-// add latency per element; independent ones let the loop vectorise and run at memory speed. The order differs
-// from a plain loop by a few double ulps, far below the float32 rounding of every result.
-constexpr int kLanes = 8;
-template <class F>
-static double lane_sum(int64_t n, F f) {
-  double acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += f(i + k);
-  double s = 0;
-  for (; i < n; ++i) s += f(i);
-  for (int k = 0; k < kLanes; ++k) s += acc[k];
-  return s;
-}
-
 // Mean and 1/std (biased variance, two passes, double accumulation) of one plane of n floats.
-static void plane_stats(const float* x, int64_t n, double* mean, double* rstd) {
+SINGAN_INLINE void plane_stats(const float* x, int64_t n, double* mean, double* rstd) {
   const double m = lane_sum(n, [x](int64_t i) { return (double)x[i]; }) / n;
   const double q = lane_sum(n, [x, m](int64_t i) {
     const double d = x[i] - m;
@@ -65,6 +23,16 @@ static void plane_stats(const float* x, int64_t n, double* mean, double* rstd) {
   });
   *mean = m;
   *rstd = 1.0 / std::sqrt(q / n + 1e-5);  // torch's default eps
+}
+
+SINGAN_CLONES static void norm_fwd_planes(const float* x, float* y, int64_t hw, int64_t b, int64_t e) {
+  for (int64_t p = b; p < e; ++p) {
+    const float* xp = x + p * hw;
+    double mean, r;
+    plane_stats(xp, hw, &mean, &r);
+    float* yp = y + p * hw;
+    for (int64_t i = 0; i < hw; ++i) yp[i] = (float)((xp[i] - mean) * r);
+  }
 }
 
 // Instance norm (torch's InstanceNorm2d, affine off, eps 1e-5) of x (N, C, H, W) -> y. Statistics in double
@@ -78,16 +46,23 @@ extern "C" int InstanceNormFwd(int nparam, void** params, int* ndims, int64_t** 
   const int64_t planes = shapes[0][0] * shapes[0][1];
   int64_t hw = 1;
   for (int d = 2; d < ndims[0]; ++d) hw *= shapes[0][d];
-  parallel_for(planes, planes * hw, [=](int64_t b, int64_t e) {
-    for (int64_t p = b; p < e; ++p) {
-      const float* xp = x + p * hw;
-      double mean, r;
-      plane_stats(xp, hw, &mean, &r);
-      float* yp = y + p * hw;
-      for (int64_t i = 0; i < hw; ++i) yp[i] = (float)((xp[i] - mean) * r);
-    }
-  });
+  parallel_for(planes, planes * hw, [=](int64_t b, int64_t e) { norm_fwd_planes(x, y, hw, b, e); });
   return 0;
+}
+
+SINGAN_CLONES static void norm_bwd_planes(const float* x, const float* dy, float* dx, int64_t hw, int64_t b,
+                                          int64_t e) {
+  for (int64_t p = b; p < e; ++p) {
+    const float* xp = x + p * hw;
+    const float* gp = dy + p * hw;
+    double mean, r;
+    plane_stats(xp, hw, &mean, &r);
+    const double sg = lane_sum(hw, [gp](int64_t i) { return (double)gp[i]; });
+    const double sgx = lane_sum(hw, [gp, xp, mean](int64_t i) { return gp[i] * (xp[i] - mean); }) * r;
+    const double mg = sg / hw, mgx = sgx / hw;
+    float* dp = dx + p * hw;
+    for (int64_t i = 0; i < hw; ++i) dp[i] = (float)(r * (gp[i] - mg - (xp[i] - mean) * r * mgx));
+  }
 }
 
 // Gradient of InstanceNormFwd from its input: with xh = (x - mean) * rstd, per plane
@@ -104,19 +79,7 @@ extern "C" int InstanceNormBwd(int nparam, void** params, int* ndims, int64_t** 
   const int64_t planes = shapes[0][0] * shapes[0][1];
   int64_t hw = 1;
   for (int d = 2; d < ndims[0]; ++d) hw *= shapes[0][d];
-  parallel_for(planes, planes * hw, [=](int64_t b, int64_t e) {
-    for (int64_t p = b; p < e; ++p) {
-      const float* xp = x + p * hw;
-      const float* gp = dy + p * hw;
-      double mean, r;
-      plane_stats(xp, hw, &mean, &r);
-      const double sg = lane_sum(hw, [gp](int64_t i) { return (double)gp[i]; });
-      const double sgx = lane_sum(hw, [gp, xp, mean](int64_t i) { return gp[i] * (xp[i] - mean); }) * r;
-      const double mg = sg / hw, mgx = sgx / hw;
-      float* dp = dx + p * hw;
-      for (int64_t i = 0; i < hw; ++i) dp[i] = (float)(r * (gp[i] - mg - (xp[i] - mean) * r * mgx));
-    }
-  });
+  parallel_for(planes, planes * hw, [=](int64_t b, int64_t e) { norm_bwd_planes(x, dy, dx, hw, b, e); });
   return 0;
 }
 
@@ -196,6 +159,21 @@ extern "C" int ReflectionPadBwd(int nparam, void** params, int* ndims, int64_t**
   return 0;
 }
 
+SINGAN_CLONES static void adam_range(const float* p, const float* g, const float* m, const float* v, float* po,
+                                     float* mo, float* vo, float coeff, bool small, float beta2, float omb2,
+                                     float eps, float neg_step, float bc2s, int64_t b, int64_t e) {
+  for (int64_t i = b; i < e; ++i) {
+    float gi = g[i], mi = m[i];
+    float base = small ? mi : gi;
+    float mn = (float)((double)base + (double)coeff * (double)(gi - mi));
+    float vn = (float)((double)(v[i] * beta2) + (double)(omb2 * gi) * (double)gi);
+    float denom = std::sqrt(vn) / bc2s + eps;
+    po[i] = p[i] + neg_step * mn / denom;
+    mo[i] = mn;
+    vo[i] = vn;
+  }
+}
+
 // One torch.optim.Adam step (single-tensor path, no weight decay) for one tensor, rounding as torch's CPU
 // kernels do. Inputs: param, grad, exp_avg, exp_avg_sq, scalars = [lerp_coeff, lerp_small, beta2, 1 - beta2,
 // eps, -step_size, sqrt(bias_correction2)]; outputs: new param, exp_avg, exp_avg_sq.
@@ -218,18 +196,8 @@ extern "C" int AdamStep(int nparam, void** params, int* ndims, int64_t** shapes,
   for (int d = 0; d < ndims[0]; ++d) n *= shapes[0][d];
   const float coeff = s[0], beta2 = s[2], omb2 = s[3], eps = s[4], neg_step = s[5], bc2s = s[6];
   const bool small = s[1] != 0.0f;
-  parallel_for(n, n, [=](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      float gi = g[i], mi = m[i];
-      float base = small ? mi : gi;
-      float mn = (float)((double)base + (double)coeff * (double)(gi - mi));
-      float vn = (float)((double)(v[i] * beta2) + (double)(omb2 * gi) * (double)gi);
-      float denom = std::sqrt(vn) / bc2s + eps;
-      po[i] = p[i] + neg_step * mn / denom;
-      mo[i] = mn;
-      vo[i] = vn;
-    }
-  });
+  parallel_for(n, n, [=](int64_t b, int64_t e) { adam_range(p, g, m, v, po, mo, vo, coeff, small, beta2, omb2, eps,
+                                                         neg_step, bc2s, b, e); });
   return 0;
 }
 

@@ -1,0 +1,310 @@
+// The small layers around singan_ms's convolutions, on CPU, as MindSpore AOT custom operators (signature and
+// conventions as kernels.cc). Each replaces MindSpore operators that cost several times torch's kernel in the
+// 256 px train step (docs/benchmarks.md, profile of 2026-12-02: MaxPoolGrad 41 ms against torch's 2; the
+// perceptual loss's Sign / ReduceMean 50 ms; LeakyReLU's gradient as two Selects 37 ms; the patch sampler's
+// Gather gradient with its Transposes 30 ms; a broadcast bias add's ReduceSum 22 ms), and computes what torch's
+// CPU kernel computes: the same values bit for bit where torch's result is exactly rounded or a copy, sums in
+// double (one rounding) where torch sums in float in its own order.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "aot.h"
+#include "parallel.h"
+#include "timing.h"
+
+static int64_t numel(int ndim, const int64_t* shape) {
+  int64_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= shape[d];
+  return n;
+}
+
+static bool same_shape(int* ndims, int64_t** shapes, int a, int b) {
+  if (ndims[a] != ndims[b]) return false;
+  for (int d = 0; d < ndims[a]; ++d)
+    if (shapes[a][d] != shapes[b][d]) return false;
+  return true;
+}
+
+// ---- 2x2 max pooling, stride 2, no padding, floor mode (VGG16's MaxPool2d) ----
+
+// Index within a plane of row width w of the window (oh, ow)'s maximum, found as torch's CPU kernel scans: rows,
+// then columns, a value replacing the running maximum when greater or NaN.
+static inline int64_t window_argmax(const float* xp, int64_t w, int64_t oh, int64_t ow) {
+  const int64_t i0 = 2 * oh * w + 2 * ow;
+  const int64_t window[4] = {i0, i0 + 1, i0 + w, i0 + w + 1};
+  int64_t best = i0;
+  float m = -INFINITY;
+  for (int64_t i : window) {
+    const float v = xp[i];
+    if (v > m || std::isnan(v)) {
+      m = v;
+      best = i;
+    }
+  }
+  return best;
+}
+
+static bool pool_geometry(int* ndims, int64_t** shapes, int x, int y, int64_t* planes, int64_t* w) {
+  if (ndims[x] != 4 || ndims[y] != 4) return false;
+  const int64_t* s = shapes[x];
+  const int64_t* t = shapes[y];
+  *planes = s[0] * s[1];
+  *w = s[3];
+  return t[0] == s[0] && t[1] == s[1] && t[2] == s[2] / 2 && t[3] == s[3] / 2;
+}
+
+// MaxPoolFwd(x) -> y
+extern "C" int MaxPoolFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
+                          void*) {
+  singan_timing::Scope timed(singan_timing::kMaxPoolFwd);
+  int64_t planes, w;
+  if (nparam != 2 || !all_float32(nparam, dtypes) || !pool_geometry(ndims, shapes, 0, 1, &planes, &w)) return 1;
+  const float* x = static_cast<const float*>(params[0]);
+  float* y = static_cast<float*>(params[1]);
+  const int64_t h = shapes[0][2], oh_n = shapes[1][2], ow_n = shapes[1][3];
+  parallel_for(planes, planes * h * w, [=](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      const float* xp = x + p * h * w;
+      float* yp = y + p * oh_n * ow_n;
+      for (int64_t oh = 0; oh < oh_n; ++oh)
+        for (int64_t ow = 0; ow < ow_n; ++ow) yp[oh * ow_n + ow] = xp[window_argmax(xp, w, oh, ow)];
+    }
+  });
+  return 0;
+}
+
+// MaxPoolBwd(x, dy) -> dx: each window's gradient to the element torch's forward picked (windows do not overlap,
+// so every dx element is one dy element or zero, as in torch).
+extern "C" int MaxPoolBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
+                          void*) {
+  singan_timing::Scope timed(singan_timing::kMaxPoolBwd);
+  int64_t planes, w;
+  if (nparam != 3 || !all_float32(nparam, dtypes) || !pool_geometry(ndims, shapes, 0, 1, &planes, &w) ||
+      !same_shape(ndims, shapes, 0, 2))
+    return 1;
+  const float* x = static_cast<const float*>(params[0]);
+  const float* dy = static_cast<const float*>(params[1]);
+  float* dx = static_cast<float*>(params[2]);
+  const int64_t h = shapes[0][2], oh_n = shapes[1][2], ow_n = shapes[1][3];
+  parallel_for(planes, planes * h * w, [=](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      const float* xp = x + p * h * w;
+      const float* gp = dy + p * oh_n * ow_n;
+      float* dp = dx + p * h * w;
+      std::memset(dp, 0, sizeof(float) * h * w);
+      for (int64_t oh = 0; oh < oh_n; ++oh)
+        for (int64_t ow = 0; ow < ow_n; ++ow) dp[window_argmax(xp, w, oh, ow)] += gp[oh * ow_n + ow];
+    }
+  });
+  return 0;
+}
+
+// ---- LeakyReLU: torch's x > 0 ? x : x * slope, gradient x > 0 ? dy : dy * slope ----
+
+// LeakyReluFwd(x, slope[1]) -> y
+extern "C" int LeakyReluFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
+                            void*) {
+  singan_timing::Scope timed(singan_timing::kLeakyReluFwd);
+  if (nparam != 3 || !all_float32(nparam, dtypes) || numel(ndims[1], shapes[1]) != 1) return 1;
+  const float* x = static_cast<const float*>(params[0]);
+  const float s = *static_cast<const float*>(params[1]);
+  float* y = static_cast<float*>(params[2]);
+  const int64_t n = numel(ndims[0], shapes[0]);
+  parallel_for(n, n, [=](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) y[i] = x[i] > 0.0f ? x[i] : x[i] * s;
+  });
+  return 0;
+}
+
+// LeakyReluBwd(x, dy, slope[1]) -> dx
+extern "C" int LeakyReluBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
+                            void*) {
+  singan_timing::Scope timed(singan_timing::kLeakyReluBwd);
+  if (nparam != 4 || !all_float32(nparam, dtypes) || numel(ndims[2], shapes[2]) != 1 ||
+      !same_shape(ndims, shapes, 0, 1))
+    return 1;
+  const float* x = static_cast<const float*>(params[0]);
+  const float* dy = static_cast<const float*>(params[1]);
+  const float s = *static_cast<const float*>(params[2]);
+  float* dx = static_cast<float*>(params[3]);
+  const int64_t n = numel(ndims[0], shapes[0]);
+  parallel_for(n, n, [=](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * s;
+  });
+  return 0;
+}
+
+// ---- mean |a - b| (the perceptual loss's L1 term) ----
+
+// Blocks of a fixed size, summed in a fixed order: the result does not depend on the thread count.
+constexpr int64_t kBlock = 1 << 16;
+
+SINGAN_CLONES static void abs_diff_block_sums(const float* a, const float* b, int64_t n, double* sums, int64_t lo,
+                                              int64_t hi) {
+  for (int64_t k = lo; k < hi; ++k) {
+    const int64_t i0 = k * kBlock, len = std::min(kBlock, n - i0);
+    const float* ak = a + i0;
+    const float* bk = b + i0;
+    sums[k] = lane_sum(len, [ak, bk](int64_t i) { return (double)std::fabs(ak[i] - bk[i]); });
+  }
+}
+
+// L1MeanFwd(a, b) -> loss (0-d): the mean of |a - b| with the differences in float (as torch's a - b), summed in
+// double and rounded once.
+extern "C" int L1MeanFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
+                         void*) {
+  singan_timing::Scope timed(singan_timing::kL1MeanFwd);
+  if (nparam != 3 || !all_float32(nparam, dtypes) || !same_shape(ndims, shapes, 0, 1) ||
+      numel(ndims[2], shapes[2]) != 1)
+    return 1;
+  const float* a = static_cast<const float*>(params[0]);
+  const float* b = static_cast<const float*>(params[1]);
+  float* loss = static_cast<float*>(params[2]);
+  const int64_t n = numel(ndims[0], shapes[0]);
+  if (n == 0) return 1;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> sums(blocks);
+  double* s = sums.data();
+  parallel_for(blocks, n, [=](int64_t lo, int64_t hi) { abs_diff_block_sums(a, b, n, s, lo, hi); });
+  double total = 0;
+  for (double v : sums) total += v;
+  *loss = (float)(total / (double)n);
+  return 0;
+}
+
+// L1MeanBwd(a, b, dloss) -> da = sign(a - b) * (dloss / n), torch's product of the mean's gradient (in float) and
+// abs's sgn (0 where a == b; NaN differences pass NaN).
+extern "C" int L1MeanBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
+                         void*) {
+  singan_timing::Scope timed(singan_timing::kL1MeanBwd);
+  if (nparam != 4 || !all_float32(nparam, dtypes) || !same_shape(ndims, shapes, 0, 1) ||
+      !same_shape(ndims, shapes, 0, 3) || numel(ndims[2], shapes[2]) != 1)
+    return 1;
+  const float* a = static_cast<const float*>(params[0]);
+  const float* b = static_cast<const float*>(params[1]);
+  const int64_t n = numel(ndims[0], shapes[0]);
+  const float g = *static_cast<const float*>(params[2]) / (float)n;
+  float* da = static_cast<float*>(params[3]);
+  parallel_for(n, n, [=](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float d = a[i] - b[i];
+      da[i] = d > 0.0f ? g : (d < 0.0f ? -g : (d == 0.0f ? 0.0f : d));
+    }
+  });
+  return 0;
+}
+
+// ---- per-channel bias of (N, C, ...) tensors (the transposed convolutions' bias) ----
+
+// BiasAddFwd(x, bias (C)) -> y = x + bias[c]
+extern "C" int BiasAddFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
+                          void*) {
+  singan_timing::Scope timed(singan_timing::kBiasAddFwd);
+  if (nparam != 3 || !all_float32(nparam, dtypes) || ndims[0] < 2 || ndims[1] != 1 || shapes[1][0] != shapes[0][1])
+    return 1;
+  const float* x = static_cast<const float*>(params[0]);
+  const float* bias = static_cast<const float*>(params[1]);
+  float* y = static_cast<float*>(params[2]);
+  const int64_t c = shapes[0][1], planes = shapes[0][0] * c;
+  const int64_t hw = planes != 0 ? numel(ndims[0], shapes[0]) / planes : 0;
+  parallel_for(planes, planes * hw, [=](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) {
+      const float v = bias[p % c];
+      for (int64_t i = 0; i < hw; ++i) y[p * hw + i] = x[p * hw + i] + v;
+    }
+  });
+  return 0;
+}
+
+SINGAN_CLONES static void channel_sums(const float* dy, float* db, int64_t n, int64_t c, int64_t hw, int64_t lo,
+                                       int64_t hi) {
+  for (int64_t ch = lo; ch < hi; ++ch) {
+    double s = 0;
+    for (int64_t k = 0; k < n; ++k) {
+      const float* gp = dy + (k * c + ch) * hw;
+      s += lane_sum(hw, [gp](int64_t i) { return (double)gp[i]; });
+    }
+    db[ch] = (float)s;
+  }
+}
+
+// BiasAddBwd(dy) -> dbias (C): dy summed over every axis but 1, in double, rounded once.
+extern "C" int BiasAddBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
+                          void*) {
+  singan_timing::Scope timed(singan_timing::kBiasAddBwd);
+  if (nparam != 2 || !all_float32(nparam, dtypes) || ndims[0] < 2 || ndims[1] != 1 || shapes[1][0] != shapes[0][1])
+    return 1;
+  const float* dy = static_cast<const float*>(params[0]);
+  float* db = static_cast<float*>(params[1]);
+  const int64_t n = shapes[0][0], c = shapes[0][1];
+  const int64_t hw = n * c != 0 ? numel(ndims[0], shapes[0]) / (n * c) : 0;
+  parallel_for(c, n * c * hw, [=](int64_t lo, int64_t hi) { channel_sums(dy, db, n, c, hw, lo, hi); });
+  return 0;
+}
+
+// ---- the patch sampler's gather: feature vectors at chosen spatial positions ----
+
+static bool int_ids(const char* dtype, bool* wide) {
+  *wide = std::strcmp(dtype, "int64") == 0;
+  return *wide || std::strcmp(dtype, "int32") == 0;
+}
+
+// Position k of the id tensor, or -1 when it is outside [0, n).
+static inline int64_t id_at(const void* ids, bool wide, int64_t k, int64_t n) {
+  const int64_t v = wide ? static_cast<const int64_t*>(ids)[k] : static_cast<const int32_t*>(ids)[k];
+  return v >= 0 && v < n ? v : -1;
+}
+
+// GatherPositionsFwd(feat (B, C, P), ids (K)) -> out (B, K, C), out[b, k, c] = feat[b, c, ids[k]]: the gather
+// along positions and the transpose to one row per sample in one pass. Returns 2 for an id outside [0, P).
+extern "C" int GatherPositionsFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                  void*, void*) {
+  singan_timing::Scope timed(singan_timing::kGatherPositionsFwd);
+  bool wide;
+  if (nparam != 3 || !all_float32(1, dtypes) || !int_ids(dtypes[1], &wide) || !all_float32(1, dtypes + 2) ||
+      ndims[0] != 3 || ndims[1] != 1 || ndims[2] != 3)
+    return 1;
+  const int64_t bn = shapes[0][0], c = shapes[0][1], p = shapes[0][2], k = shapes[1][0];
+  if (shapes[2][0] != bn || shapes[2][1] != k || shapes[2][2] != c) return 1;
+  const float* feat = static_cast<const float*>(params[0]);
+  const void* ids = params[1];
+  float* out = static_cast<float*>(params[2]);
+  for (int64_t j = 0; j < k; ++j)
+    if (id_at(ids, wide, j, p) < 0) return 2;
+  for (int64_t b = 0; b < bn; ++b)
+    for (int64_t j = 0; j < k; ++j) {
+      const float* src = feat + b * c * p + id_at(ids, wide, j, p);
+      float* dst = out + (b * k + j) * c;
+      for (int64_t ch = 0; ch < c; ++ch) dst[ch] = src[ch * p];
+    }
+  return 0;
+}
+
+// GatherPositionsBwd(dout (B, K, C), ids (K), feat (for its shape; not read)) -> dfeat (B, C, P): zero except
+// the sampled positions, which receive their rows' gradients (added in k order should an id repeat).
+extern "C" int GatherPositionsBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                                  void*, void*) {
+  singan_timing::Scope timed(singan_timing::kGatherPositionsBwd);
+  bool wide;
+  if (nparam != 4 || !all_float32(1, dtypes) || !int_ids(dtypes[1], &wide) || !all_float32(2, dtypes + 2) ||
+      ndims[0] != 3 || ndims[1] != 1 || ndims[2] != 3 || !same_shape(ndims, shapes, 2, 3))
+    return 1;
+  const int64_t bn = shapes[2][0], c = shapes[2][1], p = shapes[2][2], k = shapes[1][0];
+  if (shapes[0][0] != bn || shapes[0][1] != k || shapes[0][2] != c) return 1;
+  const float* dout = static_cast<const float*>(params[0]);
+  const void* ids = params[1];
+  float* dfeat = static_cast<float*>(params[3]);
+  for (int64_t j = 0; j < k; ++j)
+    if (id_at(ids, wide, j, p) < 0) return 2;
+  parallel_for(bn * c, bn * c * p, [=](int64_t lo, int64_t hi) {
+    for (int64_t row = lo; row < hi; ++row) {
+      const int64_t b = row / c, ch = row % c;
+      float* dp = dfeat + row * p;
+      std::memset(dp, 0, sizeof(float) * p);
+      for (int64_t j = 0; j < k; ++j) dp[id_at(ids, wide, j, p)] += dout[(b * k + j) * c + ch];
+    }
+  });
+  return 0;
+}
