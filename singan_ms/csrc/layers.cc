@@ -29,21 +29,15 @@ static bool same_shape(int* ndims, int64_t** shapes, int a, int b) {
 
 // ---- 2x2 max pooling, stride 2, no padding, floor mode (VGG16's MaxPool2d) ----
 
-// Index within a plane of row width w of the window (oh, ow)'s maximum, found as torch's CPU kernel scans: rows,
-// then columns, a value replacing the running maximum when greater or NaN.
-static inline int64_t window_argmax(const float* xp, int64_t w, int64_t oh, int64_t ow) {
-  const int64_t i0 = 2 * oh * w + 2 * ow;
-  const int64_t window[4] = {i0, i0 + 1, i0 + w, i0 + w + 1};
-  int64_t best = i0;
+// torch's CPU kernel scans a window by rows, then columns, a value replacing the running maximum when greater or
+// NaN; the forward returns the value, the backward sends the gradient to its position. Both are written without
+// data-dependent branches, which mispredict on activations and keep the loops scalar.
+
+// The value torch's scan picks in one window.
+static inline float window_max(const float* r0, const float* r1) {
   float m = -INFINITY;
-  for (int64_t i : window) {
-    const float v = xp[i];
-    if (v > m || std::isnan(v)) {
-      m = v;
-      best = i;
-    }
-  }
-  return best;
+  for (float v : {r0[0], r0[1], r1[0], r1[1]}) m = ((v > m) | (v != v)) ? v : m;
+  return m;
 }
 
 static bool pool_geometry(int* ndims, int64_t** shapes, int x, int y, int64_t* planes, int64_t* w) {
@@ -68,15 +62,47 @@ extern "C" int MaxPoolFwd(int nparam, void** params, int* ndims, int64_t** shape
     for (int64_t p = b; p < e; ++p) {
       const float* xp = x + p * h * w;
       float* yp = y + p * oh_n * ow_n;
-      for (int64_t oh = 0; oh < oh_n; ++oh)
-        for (int64_t ow = 0; ow < ow_n; ++ow) yp[oh * ow_n + ow] = xp[window_argmax(xp, w, oh, ow)];
+      for (int64_t oh = 0; oh < oh_n; ++oh) {
+        const float* r0 = xp + 2 * oh * w;
+        const float* r1 = r0 + w;
+        float* out = yp + oh * ow_n;
+        for (int64_t ow = 0; ow < ow_n; ++ow) out[ow] = window_max(r0 + 2 * ow, r1 + 2 * ow);
+      }
     }
   });
   return 0;
 }
 
-// MaxPoolBwd(x, dy) -> dx: each window's gradient to the element torch's forward picked (windows do not overlap,
-// so every dx element is one dy element or zero, as in torch).
+static inline uint32_t bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return u;
+}
+
+// Writes one window's gradient: g's bits where torch's scan of (r0[0], r0[1], r1[0], r1[1]) ends, +0 elsewhere.
+// The scan ends at the last NaN if there is one, else at the first element equal to the maximum m (later equal
+// values do not replace it), which masks express without a running state.
+static inline void window_grad(const float* r0, const float* r1, float m, float g, float* d0, float* d1) {
+  const float v[4] = {r0[0], r0[1], r1[0], r1[1]};
+  uint32_t eq[4], nan[4];
+  for (int j = 0; j < 4; ++j) {
+    eq[j] = 0u - (uint32_t)(v[j] == m);
+    nan[j] = 0u - (uint32_t)(v[j] != v[j]);
+  }
+  const uint32_t first_eq[4] = {eq[0], eq[1] & ~eq[0], eq[2] & ~(eq[0] | eq[1]), eq[3] & ~(eq[0] | eq[1] | eq[2])};
+  const uint32_t last_nan[4] = {nan[0] & ~(nan[1] | nan[2] | nan[3]), nan[1] & ~(nan[2] | nan[3]), nan[2] & ~nan[3],
+                                nan[3]};
+  const uint32_t any_nan = nan[0] | nan[1] | nan[2] | nan[3];
+  const uint32_t gb = bits(g);
+  uint32_t out[4];
+  for (int j = 0; j < 4; ++j) out[j] = gb & ((last_nan[j] & any_nan) | (first_eq[j] & ~any_nan));
+  std::memcpy(d0, out, 8);
+  std::memcpy(d1, out + 2, 8);
+}
+
+// MaxPoolBwd(x, dy) -> dx: each window's gradient to the element torch's forward picked, zero elsewhere (windows
+// do not overlap, so every dx element is one dy element or zero, as in torch; a trailing odd row / column is
+// zero).
 extern "C" int MaxPoolBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
                           void*) {
   singan_timing::Scope timed(singan_timing::kMaxPoolBwd);
@@ -89,19 +115,45 @@ extern "C" int MaxPoolBwd(int nparam, void** params, int* ndims, int64_t** shape
   float* dx = static_cast<float*>(params[2]);
   const int64_t h = shapes[0][2], oh_n = shapes[1][2], ow_n = shapes[1][3];
   parallel_for(planes, planes * h * w, [=](int64_t b, int64_t e) {
+    // The row's maxima first, in the forward's (vectorised) loop; window_grad's masks then need no running state.
+    std::vector<float> maxima(ow_n);
+    float* m = maxima.data();
     for (int64_t p = b; p < e; ++p) {
       const float* xp = x + p * h * w;
       const float* gp = dy + p * oh_n * ow_n;
       float* dp = dx + p * h * w;
-      std::memset(dp, 0, sizeof(float) * h * w);
-      for (int64_t oh = 0; oh < oh_n; ++oh)
-        for (int64_t ow = 0; ow < ow_n; ++ow) dp[window_argmax(xp, w, oh, ow)] += gp[oh * ow_n + ow];
+      for (int64_t oh = 0; oh < oh_n; ++oh) {
+        const float* r0 = xp + 2 * oh * w;
+        float* d0 = dp + 2 * oh * w;
+        for (int64_t ow = 0; ow < ow_n; ++ow) m[ow] = window_max(r0 + 2 * ow, r0 + w + 2 * ow);
+        for (int64_t ow = 0; ow < ow_n; ++ow)
+          window_grad(r0 + 2 * ow, r0 + w + 2 * ow, m[ow], gp[oh * ow_n + ow], d0 + 2 * ow, d0 + w + 2 * ow);
+        if (w % 2) d0[w - 1] = d0[2 * w - 1] = 0.0f;
+      }
+      if (h % 2) std::memset(dp + (h - 1) * w, 0, sizeof(float) * w);
     }
   });
   return 0;
 }
 
 // ---- LeakyReLU: torch's x > 0 ? x : x * slope, gradient x > 0 ? dy : dy * slope ----
+
+// out = x > 0 ? v : v * s over [b, e): the forward with v = x, the backward with v = dy. Both sides computed and
+// selected by bit mask: GCC compiles the plain conditional (in any spelling it can see through) to a branch,
+// which mispredicts on every other activation (5 ns an element) and keeps the loop scalar. Arguments rather than
+// lambda captures, and restrict, so that no store may alias s.
+static void leaky_relu(const float* __restrict x, const float* __restrict v, float s, float* __restrict out,
+                       int64_t b, int64_t e) {
+  for (int64_t i = b; i < e; ++i) {
+    const float pos = v[i], neg = v[i] * s;
+    uint32_t p, q;
+    std::memcpy(&p, &pos, 4);
+    std::memcpy(&q, &neg, 4);
+    const uint32_t take = 0u - (uint32_t)(x[i] > 0.0f);
+    const uint32_t r = (p & take) | (q & ~take);
+    std::memcpy(out + i, &r, 4);
+  }
+}
 
 // LeakyReluFwd(x, slope[1]) -> y
 extern "C" int LeakyReluFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
@@ -112,9 +164,7 @@ extern "C" int LeakyReluFwd(int nparam, void** params, int* ndims, int64_t** sha
   const float s = *static_cast<const float*>(params[1]);
   float* y = static_cast<float*>(params[2]);
   const int64_t n = numel(ndims[0], shapes[0]);
-  parallel_for(n, n, [=](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) y[i] = x[i] > 0.0f ? x[i] : x[i] * s;
-  });
+  parallel_for(n, n, [=](int64_t b, int64_t e) { leaky_relu(x, x, s, y, b, e); });
   return 0;
 }
 
@@ -130,9 +180,7 @@ extern "C" int LeakyReluBwd(int nparam, void** params, int* ndims, int64_t** sha
   const float s = *static_cast<const float*>(params[2]);
   float* dx = static_cast<float*>(params[3]);
   const int64_t n = numel(ndims[0], shapes[0]);
-  parallel_for(n, n, [=](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * s;
-  });
+  parallel_for(n, n, [=](int64_t b, int64_t e) { leaky_relu(x, dy, s, dx, b, e); });
   return 0;
 }
 
@@ -174,8 +222,8 @@ extern "C" int L1MeanFwd(int nparam, void** params, int* ndims, int64_t** shapes
   return 0;
 }
 
-// L1MeanBwd(a, b, dloss) -> da = sign(a - b) * (dloss / n), torch's product of the mean's gradient (in float) and
-// abs's sgn (0 where a == b; NaN differences pass NaN).
+// L1MeanBwd(a, b, dloss) -> da = sgn(a - b) * (dloss / n), torch's product of the mean's gradient (in float) and
+// abs's sgn (0 where a == b, and, as torch's, where the difference is NaN).
 extern "C" int L1MeanBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*,
                          void*) {
   singan_timing::Scope timed(singan_timing::kL1MeanBwd);
@@ -190,7 +238,7 @@ extern "C" int L1MeanBwd(int nparam, void** params, int* ndims, int64_t** shapes
   parallel_for(n, n, [=](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       const float d = a[i] - b[i];
-      da[i] = d > 0.0f ? g : (d < 0.0f ? -g : (d == 0.0f ? 0.0f : d));
+      da[i] = (float)((d > 0.0f) - (d < 0.0f)) * g;
     }
   });
   return 0;
