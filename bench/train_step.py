@@ -7,7 +7,13 @@ its own subprocess (so neither one's thread pools or oneDNN settings touch the o
 torch, ms, ms-operators) and `--rounds` repeats them interleaved. Prints a markdown row per variant and each one's
 ratio to the first, and writes the JSON to --out.
 
+`--paired N` instead keeps one live process per variant and alternates single steps between them, N steps
+each: on a shared host whose speed drifts by 20% within minutes (the one of docs/benchmarks.md), neighbouring
+steps see the same conditions, so the median of the per-pair ratios is the figure to quote; the waiting process
+blocks on its pipe and uses no CPU.
+
     python bench/train_step.py --steps 3 --rounds 2 --variants torch ms ms-operators --out bench/train_step.json
+    python bench/train_step.py --paired 20 --variants torch ms --out bench/train_step.json
 """
 
 from __future__ import annotations
@@ -30,6 +36,27 @@ from bench import VARIANTS, machine, variant  # noqa: E402
 
 
 def measure(framework: str, steps: int, warmup: int, size: int) -> dict:
+    step = build(framework, size)
+    t0 = time.perf_counter()
+    for k in range(warmup):
+        step(k)
+    warm = time.perf_counter() - t0
+    times = []
+    for k in range(warmup, warmup + steps):
+        t0 = time.perf_counter()
+        step(k)
+        times.append(time.perf_counter() - t0)
+    threads = None
+    if framework == "torch":
+        import torch
+
+        threads = torch.get_num_threads()
+    return {"framework": framework, "median_s": float(np.median(times)), "min_s": min(times), "times": times,
+            "warmup_s": warm, "torch_threads": threads, "onednn_isa_env": os.environ.get("ONEDNN_MAX_CPU_ISA")}
+
+
+def build(framework: str, size: int):
+    """(model, step function of the step index) for one framework, as measure() runs it."""
     import numpy as np
 
     from singan_common.config import ModelConfig, TrainConfig
@@ -41,32 +68,55 @@ def measure(framework: str, steps: int, warmup: int, size: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if framework == "torch":
-            import torch
-
             from singan_torch.model import SinGANDehazeModel, draws_for
-
-            model = SinGANDehazeModel(cfg, tcfg)
-            threads = torch.get_num_threads()
         else:
             from singan_ms.device import setup
 
             setup("CPU", "graph")
             from singan_ms.model import SinGANDehazeModel, draws_for
+        model = SinGANDehazeModel(cfg, tcfg)
+    return lambda k: model.optimize(hazy, clear, draws_for(cfg, 0, k, 1, size, size))
 
-            model = SinGANDehazeModel(cfg, tcfg)
-            threads = None
-    t0 = time.perf_counter()
+
+def serve(framework: str, warmup: int, size: int) -> None:
+    """Worker of --paired: warm up, say so, then time one step per line read from stdin ("k"), replying seconds."""
+    step = build(framework, size)
     for k in range(warmup):
-        model.optimize(hazy, clear, draws_for(cfg, 0, k, 1, size, size))
-    warm = time.perf_counter() - t0
-    times = []
-    for k in range(steps):
-        draws = draws_for(cfg, 0, warmup + k, 1, size, size)
+        step(k)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        k = int(line)
         t0 = time.perf_counter()
-        model.optimize(hazy, clear, draws)
-        times.append(time.perf_counter() - t0)
-    return {"framework": framework, "median_s": float(np.median(times)), "min_s": min(times), "times": times,
-            "warmup_s": warm, "torch_threads": threads, "onednn_isa_env": os.environ.get("ONEDNN_MAX_CPU_ISA")}
+        step(k)
+        print(time.perf_counter() - t0, flush=True)
+
+
+def run_paired(names: list[str], pairs: int, warmup: int, size: int) -> list[dict]:
+    procs = []
+    for name in names:
+        framework, env = variant(name)
+        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.train_step import serve; "
+                f"serve({framework!r}, {warmup}, {size})")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the {name} worker failed while warming up")
+        procs.append((name, framework, proc, time.perf_counter() - t0))
+    times: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        for k in range(warmup, warmup + pairs):
+            for name, _, proc, _ in procs:
+                proc.stdin.write(f"{k}\n")
+                proc.stdin.flush()
+                times[name].append(float(proc.stdout.readline()))
+    finally:
+        for _, _, proc, _ in procs:
+            proc.stdin.close()
+            proc.wait()
+    return [{"framework": framework, "variant": name, "times": times[name], "median_s": float(np.median(times[name])),
+             "min_s": min(times[name]), "warmup_s": [warm], "torch_threads": None,
+             "onednn_isa_env": os.environ.get("ONEDNN_MAX_CPU_ISA")} for name, framework, _, warm in procs]
 
 
 def run_job(name: str, steps: int, warmup: int, size: int) -> dict:
@@ -89,14 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     # On a shared machine speed drifts over minutes: rounds interleave the variants so drift hits all alike.
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--out", default="bench/train_step.json")
+    p.add_argument("--paired", type=int, default=0, metavar="N",
+                   help="alternate single steps between live processes, N each (ignores --steps / --rounds)")
     a = p.parse_args(argv)
-    runs = [run_job(v, a.steps, a.warmup, a.size) for _ in range(a.rounds) for v in a.variants]
-    results = []
-    for v in a.variants:
-        mine = [r for r in runs if r["variant"] == v]
-        times = [t for r in mine for t in r["times"]]
-        results.append({**mine[0], "times": times, "median_s": float(np.median(times)), "min_s": min(times),
-                        "warmup_s": [r["warmup_s"] for r in mine]})
+    if a.paired:
+        results = run_paired(a.variants, a.paired, a.warmup, a.size)
+    else:
+        runs = [run_job(v, a.steps, a.warmup, a.size) for _ in range(a.rounds) for v in a.variants]
+        results = []
+        for v in a.variants:
+            mine = [r for r in runs if r["variant"] == v]
+            times = [t for r in mine for t in r["times"]]
+            results.append({**mine[0], "times": times, "median_s": float(np.median(times)), "min_s": min(times),
+                            "warmup_s": [r["warmup_s"] for r in mine]})
     print("| variant | median s/step | min s/step | warm-up (compile) s |")
     print("|---|---|---|---|")
     for r in results:
@@ -104,9 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['variant']} | {r['median_s']:.2f} | {r['min_s']:.2f} | {warm} |")
     ratios = {r["variant"]: r["median_s"] / results[0]["median_s"] for r in results[1:]}
     for v, ratio in ratios.items():
-        print(f"{v} / {results[0]['variant']} time: {ratio:.2f}x")
-    Path(a.out).write_text(json.dumps({"machine": machine(), "results": results, "ratios_to_first": ratios,
-                                      "rounds": a.rounds}, indent=2) + "\n")
+        print(f"{v} / {results[0]['variant']} time: {ratio:.2f}x (ratio of medians)")
+    summary = {"machine": machine(), "results": results, "ratios_to_first": ratios, "rounds": a.rounds}
+    if a.paired:
+        base = np.asarray(results[0]["times"])
+        paired = {r["variant"]: float(np.median(np.asarray(r["times"]) / base)) for r in results[1:]}
+        for v, ratio in paired.items():
+            print(f"{v} / {results[0]['variant']} time: {ratio:.2f}x (median of {a.paired} paired steps)")
+        summary = {**summary, "rounds": None, "paired_steps": a.paired, "paired_ratios_to_first": paired}
+    Path(a.out).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 
