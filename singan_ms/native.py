@@ -33,7 +33,9 @@ CSRC = Path(__file__).parent / "csrc"
 SOURCES = (CSRC / "kernels.cc", CSRC / "layers.cc", CSRC / "conv.cc")
 HEADERS = (CSRC / "aot.h", CSRC / "parallel.h", CSRC / "timing.h")
 # -ffp-contract=off: the Adam kernel's rounding must be exactly the one written (no compiler-made FMAs).
-FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-ffp-contract=off", "-fno-math-errno")
+# -Wno-psabi: csrc/parallel.h's vector types pass between inlined helpers only, so GCC's note that their ABI
+# differs between instruction sets does not apply.
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-ffp-contract=off", "-fno-math-errno", "-Wno-psabi")
 LIBS = ("-ldl",)
 
 _cache: dict[tuple[str, str], str | None] = {}

@@ -13,8 +13,15 @@ from mindspore import Parameter, Tensor, mint, nn
 
 from singan_ms import native
 from singan_ms.losses import L1Mean
-from singan_ms.networks import (Conv2dTranspose, InstanceNorm2d, LeakyReLU, MaxPool2d, ReflectionPad2d,
-                                SamplePositions, conv2d)
+from singan_ms.networks import (
+    Conv2dTranspose,
+    InstanceNorm2d,
+    LeakyReLU,
+    MaxPool2d,
+    ReflectionPad2d,
+    SamplePositions,
+    conv2d,
+)
 from singan_ms.optim import Adam
 from tests.ms_tolerances import LAYER_ATOL
 

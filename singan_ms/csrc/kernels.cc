@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -16,70 +17,81 @@
 
 // Mean and 1/std (biased variance, two passes, double accumulation) of one plane of n floats.
 SINGAN_INLINE void plane_stats(const float* x, int64_t n, double* mean, double* rstd) {
-  const double m = lane_sum(n, [x](int64_t i) { return (double)x[i]; }) / n;
-  const double q = lane_sum(n, [x, m](int64_t i) {
-    const double d = x[i] - m;
+  const double m = lane_sum(n, [x](auto at) { return at(x); }) / n;
+  const double q = lane_sum(n, [x, m](auto at) {
+    const auto d = at(x) - m;
     return d * d;
   });
   *mean = m;
   *rstd = 1.0 / std::sqrt(q / n + 1e-5);  // torch's default eps
 }
 
-SINGAN_CLONES static void norm_fwd_planes(const float* x, float* y, int64_t hw, int64_t b, int64_t e) {
+SINGAN_CLONES static void norm_fwd_planes(const float* x, float* y, double* stats, int64_t hw, int64_t b,
+                                          int64_t e) {
   for (int64_t p = b; p < e; ++p) {
     const float* xp = x + p * hw;
     double mean, r;
     plane_stats(xp, hw, &mean, &r);
+    stats[2 * p] = mean;
+    stats[2 * p + 1] = r;
     float* yp = y + p * hw;
     for (int64_t i = 0; i < hw; ++i) yp[i] = (float)((xp[i] - mean) * r);
   }
 }
 
-// Instance norm (torch's InstanceNorm2d, affine off, eps 1e-5) of x (N, C, H, W) -> y. Statistics in double
-// and y rounded once: the correctly rounded normalisation up to the double sums' error.
+static bool norm_geometry(int* ndims, int64_t** shapes, int x, int stats, int64_t* planes, int64_t* hw) {
+  if (ndims[x] < 3 || ndims[stats] != 2) return false;
+  *planes = shapes[x][0] * shapes[x][1];
+  *hw = 1;
+  for (int d = 2; d < ndims[x]; ++d) *hw *= shapes[x][d];
+  return shapes[stats][0] == *planes && shapes[stats][1] == 2;
+}
+
+// Instance norm (torch's InstanceNorm2d, affine off, eps 1e-5) of x (N, C, H, W) -> y, stats. Statistics in
+// double and y rounded once: the correctly rounded normalisation up to the double sums' error. stats (N * C, 2)
+// float64 holds each plane's mean and 1/std for the backward.
 extern "C" int InstanceNormFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                                void* stream, void* extra) {
   singan_timing::Scope timed(singan_timing::kInstanceNormFwd);
-  if (nparam != 2 || !all_float32(nparam, dtypes) || ndims[0] < 3) return 1;
+  int64_t planes, hw;
+  if (nparam != 3 || !all_float32(2, dtypes) || std::strcmp(dtypes[2], "float64") != 0 ||
+      !norm_geometry(ndims, shapes, 0, 2, &planes, &hw))
+    return 1;
   const float* x = static_cast<const float*>(params[0]);
   float* y = static_cast<float*>(params[1]);
-  const int64_t planes = shapes[0][0] * shapes[0][1];
-  int64_t hw = 1;
-  for (int d = 2; d < ndims[0]; ++d) hw *= shapes[0][d];
-  parallel_for(planes, planes * hw, [=](int64_t b, int64_t e) { norm_fwd_planes(x, y, hw, b, e); });
+  double* stats = static_cast<double*>(params[2]);
+  parallel_for(planes, planes * hw, [=](int64_t b, int64_t e) { norm_fwd_planes(x, y, stats, hw, b, e); });
   return 0;
 }
 
-SINGAN_CLONES static void norm_bwd_planes(const float* x, const float* dy, float* dx, int64_t hw, int64_t b,
-                                          int64_t e) {
+SINGAN_CLONES static void norm_bwd_planes(const float* x, const float* dy, const double* stats, float* dx,
+                                          int64_t hw, int64_t b, int64_t e) {
   for (int64_t p = b; p < e; ++p) {
     const float* xp = x + p * hw;
     const float* gp = dy + p * hw;
-    double mean, r;
-    plane_stats(xp, hw, &mean, &r);
-    const double sg = lane_sum(hw, [gp](int64_t i) { return (double)gp[i]; });
-    const double sgx = lane_sum(hw, [gp, xp, mean](int64_t i) { return gp[i] * (xp[i] - mean); }) * r;
-    const double mg = sg / hw, mgx = sgx / hw;
+    const double mean = stats[2 * p], r = stats[2 * p + 1];
+    const double sg = lane_sum(hw, [gp](auto at) { return at(gp); });
+    const double sgx = lane_sum(hw, [gp, xp, mean](auto at) { return at(gp) * (at(xp) - mean); });
+    const double mg = sg / hw, mgx = sgx * r / hw;
     float* dp = dx + p * hw;
     for (int64_t i = 0; i < hw; ++i) dp[i] = (float)(r * (gp[i] - mg - (xp[i] - mean) * r * mgx));
   }
 }
 
-// Gradient of InstanceNormFwd from its input: with xh = (x - mean) * rstd, per plane
-// dx = rstd * (dy - mean(dy) - xh * mean(dy * xh)), all in double. Inputs x, dy; output dx. The statistics are
-// recomputed from x rather than taken from the forward: MindSpore hands an AOT op's bprop the outputs of the
-// op's latest call, not of the call being differentiated, when one layer runs more than once per step.
+// Gradient of InstanceNormFwd: with xh = (x - mean) * rstd, per plane dx = rstd * (dy - mean(dy) - xh *
+// mean(dy * xh)), all in double. Inputs x, dy and the forward's stats of the same call; output dx.
 extern "C" int InstanceNormBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                                void* stream, void* extra) {
   singan_timing::Scope timed(singan_timing::kInstanceNormBwd);
-  if (nparam != 3 || !all_float32(nparam, dtypes) || ndims[0] < 3) return 1;
+  int64_t planes, hw;
+  if (nparam != 4 || !all_float32(2, dtypes) || std::strcmp(dtypes[2], "float64") != 0 ||
+      !all_float32(1, dtypes + 3) || !norm_geometry(ndims, shapes, 0, 2, &planes, &hw))
+    return 1;
   const float* x = static_cast<const float*>(params[0]);
   const float* dy = static_cast<const float*>(params[1]);
-  float* dx = static_cast<float*>(params[2]);
-  const int64_t planes = shapes[0][0] * shapes[0][1];
-  int64_t hw = 1;
-  for (int d = 2; d < ndims[0]; ++d) hw *= shapes[0][d];
-  parallel_for(planes, planes * hw, [=](int64_t b, int64_t e) { norm_bwd_planes(x, dy, dx, hw, b, e); });
+  const double* stats = static_cast<const double*>(params[2]);
+  float* dx = static_cast<float*>(params[3]);
+  parallel_for(planes, planes * hw, [=](int64_t b, int64_t e) { norm_bwd_planes(x, dy, stats, dx, hw, b, e); });
   return 0;
 }
 

@@ -195,7 +195,7 @@ SINGAN_CLONES static void abs_diff_block_sums(const float* a, const float* b, in
     const int64_t i0 = k * kBlock, len = std::min(kBlock, n - i0);
     const float* ak = a + i0;
     const float* bk = b + i0;
-    sums[k] = lane_sum(len, [ak, bk](int64_t i) { return (double)std::fabs(ak[i] - bk[i]); });
+    sums[k] = lane_sum(len, [ak, bk](auto at) { return wide(absf(at.f(ak) - at.f(bk))); });
   }
 }
 
@@ -272,7 +272,7 @@ SINGAN_CLONES static void channel_sums(const float* dy, float* db, int64_t n, in
     double s = 0;
     for (int64_t k = 0; k < n; ++k) {
       const float* gp = dy + (k * c + ch) * hw;
-      s += lane_sum(hw, [gp](int64_t i) { return (double)gp[i]; });
+      s += lane_sum(hw, [gp](auto at) { return at(gp); });
     }
     db[ch] = (float)s;
   }

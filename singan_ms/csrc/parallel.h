@@ -47,19 +47,50 @@ inline void parallel_for(int64_t n, int64_t grain_elems, F f) {
   for (auto& x : th) x.join();
 }
 
-// Sum of f(i) over [0, n) in double with kLanes independent partial sums. One running sum waits a floating-point
-// add latency per element; independent ones let the loop vectorise and run at memory speed. The order differs
-// from a plain loop by a few double ulps, far below the float32 rounding of every result.
+// Sum in double over [0, n) with kLanes independent partial sums: one running sum waits a floating-point add
+// latency per element; independent ones run at memory speed. The order differs from a plain loop by a few double
+// ulps, far below the float32 rounding of every result.
+//
+// f is a generic lambda of an accessor `at`: at(p) is p's element(s) at the current position widened to double,
+// at.f(p) the same in float, and wide(v) / absf(v) apply to either form, e.g. [=](auto at) { auto d = at(x) - m;
+// return d * d; }. In the main loop `at` yields kLanes consecutive elements as one GCC vector (lane k sums
+// elements k, k + kLanes, ...), so the loop vectorises at every instruction-set width: GCC does not vectorise
+// the same arithmetic written per element (float-to-double conversions defeat its SLP pass), which left the
+// norm kernels' sums scalar. Lane for lane the additions are the ones of the per-element loop, so the result is
+// the same bit for bit.
 constexpr int kLanes = 8;
+typedef double LanesD __attribute__((vector_size(8 * kLanes)));
+typedef float LanesF __attribute__((vector_size(4 * kLanes)));
+typedef uint32_t LanesU __attribute__((vector_size(4 * kLanes)));
+
+struct LanesAt {
+  int64_t i;
+  LanesF f(const float* p) const {
+    LanesF v;
+    __builtin_memcpy(&v, p + i, sizeof v);
+    return v;
+  }
+  LanesD operator()(const float* p) const { return __builtin_convertvector(f(p), LanesD); }
+};
+
+struct OneAt {
+  int64_t i;
+  float f(const float* p) const { return p[i]; }
+  double operator()(const float* p) const { return p[i]; }
+};
+
+SINGAN_INLINE LanesD wide(LanesF v) { return __builtin_convertvector(v, LanesD); }
+SINGAN_INLINE double wide(float v) { return v; }
+SINGAN_INLINE LanesF absf(LanesF v) { return (LanesF)((LanesU)v & 0x7fffffffu); }
+SINGAN_INLINE float absf(float v) { return __builtin_fabsf(v); }
+
 template <class F>
 SINGAN_INLINE double lane_sum(int64_t n, F f) {
-  double acc[kLanes] = {};
+  LanesD acc = {};
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += f(i + k);
+  for (; i + kLanes <= n; i += kLanes) acc += f(LanesAt{i});
   double s = 0;
-  for (; i < n; ++i) s += f(i);
+  for (; i < n; ++i) s += f(OneAt{i});
   for (int k = 0; k < kLanes; ++k) s += acc[k];
   return s;
 }
-
