@@ -171,9 +171,12 @@ extern "C" int ReflectionPadBwd(int nparam, void** params, int* ndims, int64_t**
   return 0;
 }
 
-SINGAN_CLONES static void adam_range(const float* p, const float* g, const float* m, const float* v, float* po,
-                                     float* mo, float* vo, float coeff, bool small, float beta2, float omb2,
-                                     float eps, float neg_step, float bc2s, int64_t b, int64_t e) {
+// restrict: without it GCC assumes the outputs may overlap the inputs and leaves the loop scalar.
+SINGAN_CLONES static void adam_range(const float* __restrict p, const float* __restrict g,
+                                     const float* __restrict m, const float* __restrict v, float* __restrict po,
+                                     float* __restrict mo, float* __restrict vo, float coeff, bool small,
+                                     float beta2, float omb2, float eps, float neg_step, float bc2s, int64_t b,
+                                     int64_t e) {
   for (int64_t i = b; i < e; ++i) {
     float gi = g[i], mi = m[i];
     float base = small ? mi : gi;
