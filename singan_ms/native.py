@@ -1,17 +1,24 @@
-"""Compiled CPU kernels for the two places where MindSpore's own CPU operators cost singan_ms its speed:
-instance norm (MindSpore's GroupNorm kernel is 4-5x slower than a plain two-pass one) and the exact Adam update
-(emulating torch's rounding with MindSpore tensors needs float64 copies of every operand).
+"""Compiled CPU kernels for the places where MindSpore's own CPU operators cost singan_ms its speed:
+convolutions (csrc/conv.cc: oneDNN's fast kernels, as torch calls them), instance norm (MindSpore's GroupNorm
+kernel is 4-5x slower than a plain two-pass one), the exact Adam update (emulating torch's rounding with MindSpore
+tensors needs float64 copies of every operand), reflection padding (csrc/kernels.cc), and the small layers around
+the convolutions whose MindSpore operators cost several times torch's: VGG16's max pooling, LeakyReLU, the
+perceptual loss's mean |a - b|, the transposed convolutions' bias and the patch sampler's gather
+(csrc/layers.cc). Threads, and the per-instruction-set copies of the summing loops, are in csrc/parallel.h.
 
-The kernels live in `csrc/kernels.cc` and run as MindSpore AOT custom operators (`ops.Custom(func_type="aot")`),
-in graph and PyNative mode. They are compiled on first use with the host's C++ compiler (`$CXX`, else `c++`)
-into a cache directory, one file per source + compiler + flags, written under a temporary name and renamed, so
-concurrent workers (msrun) never load a half-written library.
+The kernels run as MindSpore AOT custom operators (`ops.Custom(func_type="aot")`), in graph and PyNative mode.
+They are compiled on first use with the host's C++ compiler (`$CXX`, else `c++`) into a cache directory, one
+file per source + compiler + flags, written under a temporary name and renamed, so concurrent workers (msrun)
+never load a half-written library. The library is built for generic x86-64 (the cache may be shared between
+machines); its compute-bound loops carry AVX2 / AVX-512F copies picked at load time (`target_clones`).
 
 When they are not used, and what happens then: on GPU / Ascend (the kernels are CPU code), when
 `SINGAN_MS_NATIVE=0`, or when no compiler works; singan_ms then falls back to MindSpore operators that compute
-the same function (`mint.nn.functional.group_norm`, the float64 Adam of optim.py) and warns once. Results are
-the same either way: the Adam kernel is bit-identical to the fallback, and the instance norm agrees within
-float32 rounding (both accumulate in float64 and round once; tests/test_ms_native.py).
+the same function (`mint.nn.functional.group_norm`, the float64 Adam of optim.py, MindSpore's MaxPool, LeakyReLU,
+Gather, ...) and warns once. Results are the same either way up to float32 summation order: the Adam, padding,
+max-pooling, LeakyReLU and gather kernels are bit-identical to torch's CPU results or to the fallback, and the
+sums (norm statistics, the L1 mean, the bias gradient) accumulate in float64 and round once
+(tests/test_ms_native.py).
 
 Environment: `SINGAN_MS_NATIVE=0` disables the kernels; `SINGAN_MS_KERNEL_DIR` chooses the cache directory
 (default `$XDG_CACHE_HOME/singan_ms` or `~/.cache/singan_ms`); `OMP_NUM_THREADS` caps the kernels' threads
