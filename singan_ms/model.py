@@ -11,8 +11,8 @@ by both steps, as torch's autograd reuses it. MindSpore's pullback recomputes th
 written between the two (it then merges them), so D's update is computed first, handed to the G step as values
 (NLayerDiscriminator.construct_with) and written after G's pullback: G runs forward once per iteration in
 GRAPH_MODE. With BatchNorm in D (its forward writes running statistics) D is updated in place before the G step
-and the forward runs twice; G's BatchNorm running statistics then drift from torch's (known, not fixed; the
-rerun updating them again is the likely cause; tests/test_ms_train.py marks it). Under msrun
+and the forward runs twice; the rerun would move G's BatchNorm running statistics a second time, so the step
+keeps them from before the pullback (TrainStep.g_running_stats; tested against torch's). Under msrun
 (singan_ms.distributed) the step also averages each network's gradients over the ranks before its update,
 inside the same graph.
 """
@@ -137,6 +137,12 @@ class TrainStep(nn.Cell):
         self.reduce_F = distributed.grad_reducer(self.optimizer_F.parameters)
         self.data_parallel = self.reduce_D is not None
         self.defer_D = model.netD.stateless
+        # When MindSpore reruns G's forward for the pullback (D written in place, see construct; or PyNative's
+        # ms.jit), the rerun moves G's BatchNorm running statistics once more: measured, exactly one extra
+        # momentum update with G(real_A)'s batch statistics after all of torch's. So they are kept from before
+        # the pullback (a no-op when nothing reruns).
+        self.g_running_stats = tuple(p for _, cell in self.netG.cells_and_names() if isinstance(cell, nn.BatchNorm2d)
+                                     for p in (cell.moving_mean, cell.moving_variance))
 
     def g_forward(self, real_A: Tensor) -> tuple[Tensor, list[Tensor]]:
         fake, feats = self.netG.forward_with_features(real_A, self.nce_layers)
@@ -162,12 +168,19 @@ class TrainStep(nn.Cell):
             fake_g = ops.depend(fake, self.optimizer_D(grads_D))
         (loss_G, loss_gan, loss_nce, loss_p, loss_mmd), (grad_fake, grads_GF) = self.grad_G(
             fake_g, feat_k, real_A, real_B, patch_ids, neg_noise, ids_fake, ids_real, d_weights)
+        kept = tuple(ops.deepcopy(p.value()) for p in self.g_running_stats)
+        if kept:
+            grad_fake = ops.depend(grad_fake, kept)
         _, grads_G_forward = g_vjp(grad_fake)
         grads_G = tuple(a + b for a, b in zip(grads_GF[: self.n_G], grads_G_forward))
         grads_F = grads_GF[self.n_G:]
         if self.data_parallel:
             grads_G, grads_F = self.reduce_G(grads_G), self.reduce_F(grads_F)
         done = ops.depend(self.optimizer_G(grads_G), self.optimizer_F(grads_F))
+        if kept:
+            restore = tuple(ops.assign(p, ops.depend(k, grads_G_forward))
+                            for p, k in zip(self.g_running_stats, kept))
+            done = ops.depend(done, restore)
         if self.defer_D:
             done = ops.depend(done, self.optimizer_D.apply(d_updates))
         loss_G = ops.depend(loss_G, done)
