@@ -50,7 +50,6 @@ NATIVE_KERNELS = {
     "BiasAddFwd": "conv forward", "BiasAddBwd": "conv backward",
     "MaxPoolFwd": "other", "MaxPoolBwd": "other", "LeakyReluFwd": "other", "LeakyReluBwd": "other",
     "L1MeanFwd": "other", "L1MeanBwd": "other", "GatherPositionsFwd": "other", "GatherPositionsBwd": "other",
-    "ReluFwd": "other", "ReluBwd": "other",
 }
 
 

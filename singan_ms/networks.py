@@ -192,36 +192,6 @@ class NativeMaxPool2d(nn.Cell):
         return (self.backward_kernel(x, dout),)
 
 
-class ReLU(nn.ReLU):
-    """nn.ReLU; on CPU by NativeReLU when singan_ms.native's kernels are available: MindSpore's ReLU and ReluGrad
-    took 95 ms of the 256 px train step where torch's take 73."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kernel = NativeReLU() if native.library() is not None else None
-
-    def construct(self, x: Tensor) -> Tensor:
-        if self.kernel is None:
-            return super().construct(x)
-        return self.kernel(x)
-
-
-class NativeReLU(nn.Cell):
-    """torch's relu and its backward (from the output, as torch's ReluBackward) by singan_ms.native's kernels,
-    bit-identical to torch's CPU results. Cell-level bprop, as NativeInstanceNorm."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forward_kernel = native.custom("ReluFwd", out_shape=lambda x: x, out_dtype=lambda x: x)
-        self.backward_kernel = native.custom("ReluBwd", out_shape=lambda y, dy: y, out_dtype=lambda y, dy: y)
-
-    def construct(self, x: Tensor) -> Tensor:
-        return self.forward_kernel(x)
-
-    def bprop(self, x: Tensor, out: Tensor, dout: Tensor) -> tuple[Tensor]:
-        return (self.backward_kernel(out, dout),)
-
-
 class LeakyReLU(nn.LeakyReLU):
     """nn.LeakyReLU; on CPU by NativeLeakyReLU when singan_ms.native's kernels are available: MindSpore computes
     it as Maximum(x, alpha x), whose gradient is two Selects (37 ms of the train step; torch's backward: 2)."""
@@ -444,7 +414,7 @@ class ResnetBlock(nn.Cell):
     def __init__(self, cfg: ModelConfig, dim: int, bias: bool) -> None:
         super().__init__()
         self.conv_block = nn.SequentialCell(
-            ReflectionPad2d(1), conv2d(dim, dim, 3, bias=bias), make_norm(cfg, dim), ReLU(),
+            ReflectionPad2d(1), conv2d(dim, dim, 3, bias=bias), make_norm(cfg, dim), nn.ReLU(),
             ReflectionPad2d(1), conv2d(dim, dim, 3, bias=bias), make_norm(cfg, dim))
 
     def construct(self, x: Tensor) -> Tensor:
@@ -464,7 +434,7 @@ def build_layer(cfg: ModelConfig, layer: arch.Layer, in_channels: int) -> nn.Cel
     if k == "norm":
         return make_norm(cfg, layer.out_channels)
     if k == "relu":
-        return ReLU()
+        return nn.ReLU()
     if k == "lrelu":
         return LeakyReLU(0.2)
     if k == "downsample":
@@ -615,7 +585,7 @@ class PatchSampleF(nn.Cell):
         self.num_mlps = len(cfg.nce_layers)
         mlps = []
         for i, c in enumerate(arch.nce_channels(cfg)):
-            mlp = nn.SequentialCell(nn.Dense(c, cfg.netF_nc), ReLU(), nn.Dense(cfg.netF_nc, cfg.netF_nc))
+            mlp = nn.SequentialCell(nn.Dense(c, cfg.netF_nc), nn.ReLU(), nn.Dense(cfg.netF_nc, cfg.netF_nc))
             setattr(self, f"mlp_{i}", mlp)
             mlps.append(mlp)
         # Graph mode cannot getattr by a computed name; a CellList would rename the parameters, so keep a plain
@@ -648,7 +618,7 @@ class VGG16Features(nn.Cell):
             if v == "M":
                 layers.append(MaxPool2d(kernel_size=2, stride=2))
             else:
-                layers += [conv2d(c, int(v), 3, padding=1), ReLU()]
+                layers += [conv2d(c, int(v), 3, padding=1), nn.ReLU()]
                 c = int(v)
         self.features = nn.SequentialCell(layers)
         # Constants, not Parameters: torch registers them non-persistent, so they are in no state dict.

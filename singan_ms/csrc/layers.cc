@@ -136,54 +136,6 @@ extern "C" int MaxPoolBwd(int nparam, void** params, int* ndims, int64_t** shape
   return 0;
 }
 
-// ---- ReLU: torch's relu (NaN stays NaN) and its backward threshold_backward(dy, y, 0) ----
-
-static void relu_fwd(const float* __restrict x, float* __restrict y, int64_t b, int64_t e) {
-  for (int64_t i = b; i < e; ++i) {
-    uint32_t u;
-    std::memcpy(&u, x + i, 4);
-    // keep x where x > 0 or x is NaN (x != x), else +0; a mask, as leaky_relu below, so that it vectorises
-    const uint32_t keep = 0u - (uint32_t)((x[i] > 0.0f) | (x[i] != x[i]));
-    const uint32_t r = u & keep;
-    std::memcpy(y + i, &r, 4);
-  }
-}
-
-static void relu_bwd(const float* __restrict y, const float* __restrict dy, float* __restrict dx, int64_t b,
-                     int64_t e) {
-  for (int64_t i = b; i < e; ++i) {
-    uint32_t u;
-    std::memcpy(&u, dy + i, 4);
-    const uint32_t r = u & (0u - (uint32_t)!(y[i] <= 0.0f));  // torch: y <= 0 ? 0 : dy (NaN passes dy)
-    std::memcpy(dx + i, &r, 4);
-  }
-}
-
-// ReluFwd(x) -> y
-extern "C" int ReluFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
-  singan_timing::Scope timed(singan_timing::kReluFwd);
-  if (nparam != 2 || !all_float32(nparam, dtypes) || !same_shape(ndims, shapes, 0, 1)) return 1;
-  const float* x = static_cast<const float*>(params[0]);
-  float* y = static_cast<float*>(params[1]);
-  const int64_t n = numel(ndims[0], shapes[0]);
-  parallel_for(n, n, [=](int64_t b, int64_t e) { relu_fwd(x, y, b, e); });
-  return 0;
-}
-
-// ReluBwd(y, dy) -> dx, from the forward's output as torch's ReluBackward (threshold_backward)
-extern "C" int ReluBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void*, void*) {
-  singan_timing::Scope timed(singan_timing::kReluBwd);
-  if (nparam != 3 || !all_float32(nparam, dtypes) || !same_shape(ndims, shapes, 0, 1) ||
-      !same_shape(ndims, shapes, 0, 2))
-    return 1;
-  const float* y = static_cast<const float*>(params[0]);
-  const float* dy = static_cast<const float*>(params[1]);
-  float* dx = static_cast<float*>(params[2]);
-  const int64_t n = numel(ndims[0], shapes[0]);
-  parallel_for(n, n, [=](int64_t b, int64_t e) { relu_bwd(y, dy, dx, b, e); });
-  return 0;
-}
-
 // ---- LeakyReLU: torch's x > 0 ? x : x * slope, gradient x > 0 ? dy : dy * slope ----
 
 // out = x > 0 ? v : v * s over [b, e): the forward with v = x, the backward with v = dy. Both sides computed and

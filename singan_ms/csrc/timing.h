@@ -13,12 +13,12 @@ namespace singan_timing {
 enum Kernel { kConvFwd, kConvFwdBias, kConvTransposeFwd, kConvBwdData, kConvBwdWeights, kConvBwdWeightsBias,
               kInstanceNormFwd, kInstanceNormBwd, kAdamStep, kReflectionPadFwd, kReflectionPadBwd, kMaxPoolFwd,
               kMaxPoolBwd, kLeakyReluFwd, kLeakyReluBwd, kL1MeanFwd, kL1MeanBwd, kBiasAddFwd, kBiasAddBwd,
-              kGatherPositionsFwd, kGatherPositionsBwd, kReluFwd, kReluBwd, kCount };
+              kGatherPositionsFwd, kGatherPositionsBwd, kCount };
 inline const char* const kNames[kCount] = {
     "ConvFwd", "ConvFwdBias", "ConvTransposeFwd", "ConvBwdData", "ConvBwdWeights", "ConvBwdWeightsBias",
     "InstanceNormFwd", "InstanceNormBwd", "AdamStep", "ReflectionPadFwd", "ReflectionPadBwd", "MaxPoolFwd",
     "MaxPoolBwd", "LeakyReluFwd", "LeakyReluBwd", "L1MeanFwd", "L1MeanBwd", "BiasAddFwd", "BiasAddBwd",
-    "GatherPositionsFwd", "GatherPositionsBwd", "ReluFwd", "ReluBwd"};
+    "GatherPositionsFwd", "GatherPositionsBwd"};
 inline std::atomic<bool> enabled{false};
 inline std::atomic<int64_t> nanoseconds[kCount];
 inline std::atomic<int64_t> calls[kCount];
