@@ -42,8 +42,7 @@ SINGAN_CLONES static void norm_fwd_planes(const float* x, float* y, double* stat
 static bool norm_geometry(int* ndims, int64_t** shapes, int x, int stats, int64_t* planes, int64_t* hw) {
   if (ndims[x] < 3 || ndims[stats] != 2) return false;
   *planes = shapes[x][0] * shapes[x][1];
-  *hw = 1;
-  for (int d = 2; d < ndims[x]; ++d) *hw *= shapes[x][d];
+  *hw = numel(ndims[x] - 2, shapes[x] + 2);
   return shapes[stats][0] == *planes && shapes[stats][1] == 2;
 }
 
@@ -207,8 +206,7 @@ extern "C" int AdamStep(int nparam, void** params, int* ndims, int64_t** shapes,
   float* po = static_cast<float*>(params[5]);
   float* mo = static_cast<float*>(params[6]);
   float* vo = static_cast<float*>(params[7]);
-  int64_t n = 1;
-  for (int d = 0; d < ndims[0]; ++d) n *= shapes[0][d];
+  const int64_t n = numel(ndims[0], shapes[0]);
   const float coeff = s[0], beta2 = s[2], omb2 = s[3], eps = s[4], neg_step = s[5], bc2s = s[6];
   const bool small = s[1] != 0.0f;
   parallel_for(n, n, [=](int64_t b, int64_t e) { adam_range(p, g, m, v, po, mo, vo, coeff, small, beta2, omb2, eps,

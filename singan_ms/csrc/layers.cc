@@ -14,19 +14,6 @@
 #include "parallel.h"
 #include "timing.h"
 
-static int64_t numel(int ndim, const int64_t* shape) {
-  int64_t n = 1;
-  for (int d = 0; d < ndim; ++d) n *= shape[d];
-  return n;
-}
-
-static bool same_shape(int* ndims, int64_t** shapes, int a, int b) {
-  if (ndims[a] != ndims[b]) return false;
-  for (int d = 0; d < ndims[a]; ++d)
-    if (shapes[a][d] != shapes[b][d]) return false;
-  return true;
-}
-
 // ---- 2x2 max pooling, stride 2, no padding, floor mode (VGG16's MaxPool2d) ----
 
 // torch's CPU kernel scans a window by rows, then columns, a value replacing the running maximum when greater or
@@ -305,22 +292,33 @@ static inline int64_t id_at(const void* ids, bool wide, int64_t k, int64_t n) {
   return v >= 0 && v < n ? v : -1;
 }
 
+// Whether the gather's parameters describe feat (B, C, P), ids (K) and rows (B, K, C): `feat` and `rows` are the
+// indices of those two among params, and every id lies in [0, P) (else the entry points return 2).
+static int gather_geometry(int* ndims, int64_t** shapes, const char** dtypes, void** params, int feat, int rows,
+                           bool* wide) {
+  if (!all_float32(1, dtypes + feat) || !all_float32(1, dtypes + rows) || !int_ids(dtypes[1], wide) ||
+      ndims[feat] != 3 || ndims[1] != 1 || ndims[rows] != 3)
+    return 1;
+  const int64_t* f = shapes[feat];
+  const int64_t* r = shapes[rows];
+  if (r[0] != f[0] || r[1] != shapes[1][0] || r[2] != f[1]) return 1;
+  for (int64_t j = 0; j < shapes[1][0]; ++j)
+    if (id_at(params[1], *wide, j, f[2]) < 0) return 2;
+  return 0;
+}
+
 // GatherPositionsFwd(feat (B, C, P), ids (K)) -> out (B, K, C), out[b, k, c] = feat[b, c, ids[k]]: the gather
 // along positions and the transpose to one row per sample in one pass. Returns 2 for an id outside [0, P).
 extern "C" int GatherPositionsFwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                                   void*, void*) {
   singan_timing::Scope timed(singan_timing::kGatherPositionsFwd);
+  if (nparam != 3) return 1;
   bool wide;
-  if (nparam != 3 || !all_float32(1, dtypes) || !int_ids(dtypes[1], &wide) || !all_float32(1, dtypes + 2) ||
-      ndims[0] != 3 || ndims[1] != 1 || ndims[2] != 3)
-    return 1;
+  if (const int bad = gather_geometry(ndims, shapes, dtypes, params, 0, 2, &wide)) return bad;
   const int64_t bn = shapes[0][0], c = shapes[0][1], p = shapes[0][2], k = shapes[1][0];
-  if (shapes[2][0] != bn || shapes[2][1] != k || shapes[2][2] != c) return 1;
   const float* feat = static_cast<const float*>(params[0]);
   const void* ids = params[1];
   float* out = static_cast<float*>(params[2]);
-  for (int64_t j = 0; j < k; ++j)
-    if (id_at(ids, wide, j, p) < 0) return 2;
   for (int64_t b = 0; b < bn; ++b)
     for (int64_t j = 0; j < k; ++j) {
       const float* src = feat + b * c * p + id_at(ids, wide, j, p);
@@ -335,17 +333,13 @@ extern "C" int GatherPositionsFwd(int nparam, void** params, int* ndims, int64_t
 extern "C" int GatherPositionsBwd(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
                                   void*, void*) {
   singan_timing::Scope timed(singan_timing::kGatherPositionsBwd);
+  if (nparam != 4 || !all_float32(1, dtypes + 3) || !same_shape(ndims, shapes, 2, 3)) return 1;
   bool wide;
-  if (nparam != 4 || !all_float32(1, dtypes) || !int_ids(dtypes[1], &wide) || !all_float32(2, dtypes + 2) ||
-      ndims[0] != 3 || ndims[1] != 1 || ndims[2] != 3 || !same_shape(ndims, shapes, 2, 3))
-    return 1;
+  if (const int bad = gather_geometry(ndims, shapes, dtypes, params, 2, 0, &wide)) return bad;
   const int64_t bn = shapes[2][0], c = shapes[2][1], p = shapes[2][2], k = shapes[1][0];
-  if (shapes[0][0] != bn || shapes[0][1] != k || shapes[0][2] != c) return 1;
   const float* dout = static_cast<const float*>(params[0]);
   const void* ids = params[1];
   float* dfeat = static_cast<float*>(params[3]);
-  for (int64_t j = 0; j < k; ++j)
-    if (id_at(ids, wide, j, p) < 0) return 2;
   parallel_for(bn * c, bn * c * p, [=](int64_t lo, int64_t hi) {
     for (int64_t row = lo; row < hi; ++row) {
       const int64_t b = row / c, ch = row % c;
