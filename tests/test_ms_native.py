@@ -159,11 +159,16 @@ class Loss(nn.Cell):
         return (self.layer(x) * self.g).sum()
 
 
-def torch_layer_vjp(layer: torch.nn.Module, x: np.ndarray, g: np.ndarray) -> list[np.ndarray]:
+def torch_vjp(fn, x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fn(x) and its input gradient for the cotangent g (a module's parameter gradients accumulate on it)."""
     t = torch.tensor(x, requires_grad=True)
-    y = layer(t)
+    y = fn(t)
     y.backward(torch.tensor(g))
-    return [y.detach().numpy(), t.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()]
+    return y.detach().numpy(), t.grad.numpy()
+
+
+def torch_layer_vjp(layer: torch.nn.Module, x: np.ndarray, g: np.ndarray) -> list[np.ndarray]:
+    return [*torch_vjp(layer, x, g)] + [p.grad.numpy() for p in layer.parameters()]
 
 
 def check_against_torch(layer: nn.Cell, ref: torch.nn.Module, x: np.ndarray) -> None:
@@ -199,6 +204,15 @@ def test_native_transposed_conv_matches_torch_with_output_padding(size):
     check_against_torch(layer, ref, np.random.RandomState(1).randn(2, 16, *size).astype(np.float32))
 
 
+def two_call_grads(layer: nn.Cell, x1: np.ndarray, x2: np.ndarray, out_shape: tuple[int, ...]):
+    """The layer's input gradients for two inputs when it is applied twice in one differentiated graph (as
+    generator, VGG16 and discriminator layers are in each train step), with the cotangents used."""
+    rs = np.random.RandomState(7)
+    g1, g2 = (rs.randn(*out_shape).astype(np.float32) for _ in range(2))
+    d1, d2 = ms.grad(TwoCalls(layer, g1, g2), grad_position=(0, 1))(Tensor(x1), Tensor(x2))
+    return ((x1, g1, d1.asnumpy()), (x2, g2, d2.asnumpy()))
+
+
 @pytest.mark.parametrize("pad,size", [(1, (6, 9)), (3, (5, 4)), (5, (11, 8))])
 def test_reflection_pad_kernel_is_bit_identical_to_torch(pad, size):
     """Forward is a copy; the backward adds up to four mirrored gradients per element in torch's order, so both
@@ -208,28 +222,10 @@ def test_reflection_pad_kernel_is_bit_identical_to_torch(pad, size):
     rs = np.random.RandomState(pad)
     x1, x2 = (rs.randn(2, 3, *size).astype(np.float32) for _ in range(2))
     out = (2, 3, size[0] + 2 * pad, size[1] + 2 * pad)
-    g1, g2 = (rs.randn(*out).astype(np.float32) for _ in range(2))
-    d1, d2 = ms.grad(TwoCalls(layer, g1, g2), grad_position=(0, 1))(Tensor(x1), Tensor(x2))
-    for x, g, got in ((x1, g1, d1), (x2, g2, d2)):
-        y_ref, dx_ref = torch_layer_vjp(torch.nn.ReflectionPad2d(pad), x, g)
+    for x, g, got in two_call_grads(layer, x1, x2, out):
+        y_ref, dx_ref = torch_vjp(torch.nn.ReflectionPad2d(pad), x, g)
         assert np.array_equal(layer(Tensor(x)).asnumpy(), y_ref)
-        assert np.array_equal(got.asnumpy(), dx_ref)
-
-
-def torch_vjp(fn, x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    t = torch.tensor(x, requires_grad=True)
-    y = fn(t)
-    y.backward(torch.tensor(g))
-    return y.detach().numpy(), t.grad.numpy()
-
-
-def two_call_grads(layer: nn.Cell, x1: np.ndarray, x2: np.ndarray, out_shape: tuple[int, ...]):
-    """The layer's input gradients for two inputs when it is applied twice in one differentiated graph (as
-    generator, VGG16 and discriminator layers are in each train step), with the cotangents used."""
-    rs = np.random.RandomState(7)
-    g1, g2 = (rs.randn(*out_shape).astype(np.float32) for _ in range(2))
-    d1, d2 = ms.grad(TwoCalls(layer, g1, g2), grad_position=(0, 1))(Tensor(x1), Tensor(x2))
-    return ((x1, g1, d1.asnumpy()), (x2, g2, d2.asnumpy()))
+        assert np.array_equal(got, dx_ref)
 
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 9)])
